@@ -1,0 +1,13 @@
+//! Pure domain logic of surgeflow: the arithmetic the stream operators run on every event,
+//! kept free of Kafka, async and I/O so it can be unit- and property-tested in isolation and
+//! reused by every operator (and the simulator) without dragging a runtime along.
+//!
+//! Modules:
+//! - [`geo`]: geohash cells packed into a `u64` ([`geo::Cell`]), partitioning regions
+//!   ([`geo::Region`]), great-circle distances, and the radius / halo searches that decide
+//!   which cells and regions an event touches.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod geo;
