@@ -41,7 +41,10 @@ pub fn cluster() -> &'static TestCluster {
         let bootstrap = std::env::var("SURGEFLOW_TEST_BOOTSTRAP").ok();
         let registry = std::env::var("SURGEFLOW_TEST_REGISTRY_URL").ok();
         if let (Some(bootstrap_servers), Some(registry_url)) = (bootstrap, registry) {
-            return TestCluster { bootstrap_servers, registry_url };
+            return TestCluster {
+                bootstrap_servers,
+                registry_url,
+            };
         }
         let stack = surgeflow_devstack::DevStack::new(surgeflow_devstack::StackConfig::new(
             surgeflow_devstack::StackPaths::for_project(&project_root()),
@@ -81,8 +84,14 @@ pub fn topology() -> Topology {
     let text = std::fs::read_to_string(&path).expect("reading topology.yaml");
     let cluster = cluster();
     let env = BTreeMap::from([
-        ("SURGEFLOW_KAFKA_BOOTSTRAP".to_string(), cluster.bootstrap_servers.clone()),
-        ("SURGEFLOW_REGISTRY_URL".to_string(), cluster.registry_url.clone()),
+        (
+            "SURGEFLOW_KAFKA_BOOTSTRAP".to_string(),
+            cluster.bootstrap_servers.clone(),
+        ),
+        (
+            "SURGEFLOW_REGISTRY_URL".to_string(),
+            cluster.registry_url.clone(),
+        ),
     ]);
     Topology::from_yaml_str(&text, &root, &env).unwrap_or_else(|e| panic!("topology.yaml: {e}"))
 }
@@ -114,7 +123,10 @@ pub async fn create_topic(name: &str, partitions: i32) {
     let admin = clients().admin().expect("admin client");
     let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
     let results = admin
-        .create_topics([&topic], &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))))
+        .create_topics(
+            [&topic],
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
+        )
         .await
         .expect("create_topics");
     for r in results {
@@ -128,8 +140,17 @@ pub async fn produce<T: AvroRecord>(topic: &str, records: &[(String, T)]) {
     let encoder = Encoder::<T>::register(&registry(), &format!("{topic}-value"))
         .await
         .expect("registering the schema");
-    let payloads: Vec<Vec<u8>> = records.iter().map(|(_, v)| encoder.encode(v).expect("encode")).collect();
-    produce_raw(topic, records.iter().map(|(k, _)| k.as_bytes()).zip(payloads.iter().map(Vec::as_slice)));
+    let payloads: Vec<Vec<u8>> = records
+        .iter()
+        .map(|(_, v)| encoder.encode(v).expect("encode"))
+        .collect();
+    produce_raw(
+        topic,
+        records
+            .iter()
+            .map(|(k, _)| k.as_bytes())
+            .zip(payloads.iter().map(Vec::as_slice)),
+    );
 }
 
 /// Produces raw `(key, payload)` records and waits until every one is acknowledged.
@@ -140,7 +161,10 @@ pub fn produce_raw<'a>(topic: &str, records: impl IntoIterator<Item = (&'a [u8],
         loop {
             match producer.send(record) {
                 Ok(()) => break,
-                Err((e, back)) if e.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::QueueFull) => {
+                Err((e, back))
+                    if e.rdkafka_error_code()
+                        == Some(rdkafka::types::RDKafkaErrorCode::QueueFull) =>
+                {
                     producer.poll(Duration::from_millis(50));
                     record = back;
                 }
@@ -182,7 +206,11 @@ pub struct Received<T> {
 ///
 /// # Panics
 /// When a record does not decode as `T`.
-pub async fn read_committed<T: AvroRecord>(topic: &str, expected: usize, timeout: Duration) -> Vec<Received<T>> {
+pub async fn read_committed<T: AvroRecord>(
+    topic: &str,
+    expected: usize,
+    timeout: Duration,
+) -> Vec<Received<T>> {
     let cache = SchemaCache::new(registry());
     let messages = read_raw(topic, expected, timeout);
     let mut out = Vec::with_capacity(messages.len());

@@ -13,7 +13,7 @@ fn ping(i: usize) -> LocationUpdate {
         lat: 40.7 + i as f64 * 1e-4,
         lon: -73.95,
         accuracy_m: Some(5.0),
-        speed_mps: (i % 2 == 0).then_some(7.5),
+        speed_mps: i.is_multiple_of(2).then_some(7.5),
         heading_deg: None,
         status: DriverStatus::Available,
         product: Product::Economy,
@@ -25,10 +25,13 @@ fn ping(i: usize) -> LocationUpdate {
 async fn typed_records_round_trip_through_kafka_and_the_registry() {
     let topic = unique_name("codec-roundtrip");
     create_topic(&topic, 3).await;
-    let records: Vec<(String, LocationUpdate)> = (0..50).map(|i| (format!("driver-{i:04}"), ping(i))).collect();
+    let records: Vec<(String, LocationUpdate)> = (0..50)
+        .map(|i| (format!("driver-{i:04}"), ping(i)))
+        .collect();
     produce(&topic, &records).await;
 
-    let mut back = read_committed::<LocationUpdate>(&topic, records.len(), Duration::from_secs(30)).await;
+    let mut back =
+        read_committed::<LocationUpdate>(&topic, records.len(), Duration::from_secs(30)).await;
     back.sort_by(|a, b| a.key.cmp(&b.key));
     assert_eq!(back.len(), records.len());
     for (got, (key, want)) in back.iter().zip(&records) {
@@ -41,18 +44,27 @@ async fn typed_records_round_trip_through_kafka_and_the_registry() {
 async fn encoder_registration_is_idempotent_and_ids_resolve() {
     let subject = unique_name("codec-subject") + "-value";
     let registry = registry();
-    let a = Encoder::<LocationUpdate>::register(&registry, &subject).await.unwrap();
-    let b = Encoder::<LocationUpdate>::register(&registry, &subject).await.unwrap();
+    let a = Encoder::<LocationUpdate>::register(&registry, &subject)
+        .await
+        .unwrap();
+    let b = Encoder::<LocationUpdate>::register(&registry, &subject)
+        .await
+        .unwrap();
     assert_eq!(a.schema_id(), b.schema_id());
     let text = registry.schema_by_id(a.schema_id()).await.unwrap();
     let parsed = apache_avro::Schema::parse_str(&text).unwrap();
-    assert_eq!(parsed.canonical_form(), LocationUpdate::schema().canonical_form());
+    assert_eq!(
+        parsed.canonical_form(),
+        LocationUpdate::schema().canonical_form()
+    );
 }
 
 /// A payload encoded under a freshly registered LocationUpdate schema id.
 async fn valid_payload(cache: &SchemaCache) -> Vec<u8> {
     let subject = unique_name("codec-bad") + "-value";
-    let encoder = Encoder::<LocationUpdate>::register(cache.registry(), &subject).await.unwrap();
+    let encoder = Encoder::<LocationUpdate>::register(cache.registry(), &subject)
+        .await
+        .unwrap();
     encoder.encode(&ping(1)).unwrap()
 }
 
@@ -60,37 +72,84 @@ async fn valid_payload(cache: &SchemaCache) -> Vec<u8> {
 async fn every_bad_payload_kind_is_classified() {
     let cache = SchemaCache::new(registry());
     let good = valid_payload(&cache).await;
-    assert_eq!(cache.decode::<LocationUpdate>(&good).await.unwrap(), ping(1));
+    assert_eq!(
+        cache.decode::<LocationUpdate>(&good).await.unwrap(),
+        ping(1)
+    );
 
     let bad_magic = [&[1u8][..], &good[1..]].concat();
-    let err = cache.decode::<LocationUpdate>(&bad_magic).await.unwrap_err();
+    let err = cache
+        .decode::<LocationUpdate>(&bad_magic)
+        .await
+        .unwrap_err();
     assert!(matches!(err, DecodeError::BadMagic { found: 1 }), "{err}");
-    let err = cache.decode::<LocationUpdate>(b"{\"driver_id\":\"json\"}").await.unwrap_err();
-    assert!(matches!(err, DecodeError::BadMagic { found: b'{' }), "{err}");
+    let err = cache
+        .decode::<LocationUpdate>(b"{\"driver_id\":\"json\"}")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, DecodeError::BadMagic { found: b'{' }),
+        "{err}"
+    );
 
-    let err = cache.decode::<LocationUpdate>(&good[..3]).await.unwrap_err();
-    assert!(matches!(err, DecodeError::Truncated { part: "header", .. }), "{err}");
-    let err = cache.decode::<LocationUpdate>(&good[..good.len() - 3]).await.unwrap_err();
-    assert!(matches!(err, DecodeError::Truncated { part: "Avro body", .. }), "{err}");
+    let err = cache
+        .decode::<LocationUpdate>(&good[..3])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, DecodeError::Truncated { part: "header", .. }),
+        "{err}"
+    );
+    let err = cache
+        .decode::<LocationUpdate>(&good[..good.len() - 3])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            DecodeError::Truncated {
+                part: "Avro body",
+                ..
+            }
+        ),
+        "{err}"
+    );
 
     let mut unknown = good.clone();
     unknown[1..5].copy_from_slice(&0x7FFF_FFF0u32.to_be_bytes());
     let err = cache.decode::<LocationUpdate>(&unknown).await.unwrap_err();
-    assert!(matches!(err, DecodeError::UnknownSchemaId { id: 0x7FFF_FFF0 }), "{err}");
+    assert!(
+        matches!(err, DecodeError::UnknownSchemaId { id: 0x7FFF_FFF0 }),
+        "{err}"
+    );
     assert!(!err.is_retriable());
 
-    let err = cache.decode::<LocationUpdate>(&[&good[..], &[0, 0]].concat()).await.unwrap_err();
-    assert!(matches!(err, DecodeError::TrailingBytes { extra: 2, .. }), "{err}");
+    let err = cache
+        .decode::<LocationUpdate>(&[&good[..], &[0, 0]].concat())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, DecodeError::TrailingBytes { extra: 2, .. }),
+        "{err}"
+    );
 
     // A string length prefix claiming 2^62 bytes: refused, not allocated.
     let mut huge = good[..5].to_vec();
     huge.extend_from_slice(&[0xfe, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f]);
     let err = cache.decode::<LocationUpdate>(&huge).await.unwrap_err();
-    assert!(matches!(err, DecodeError::Malformed { .. } | DecodeError::Truncated { .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            DecodeError::Malformed { .. } | DecodeError::Truncated { .. }
+        ),
+        "{err}"
+    );
 
     // A record of another type on the wrong topic.
     let subject = unique_name("codec-other") + "-value";
-    let other = Encoder::<TripRequested>::register(cache.registry(), &subject).await.unwrap();
+    let other = Encoder::<TripRequested>::register(cache.registry(), &subject)
+        .await
+        .unwrap();
     let request = TripRequested {
         trip_id: "t".into(),
         rider_id: "r".into(),
@@ -101,8 +160,14 @@ async fn every_bad_payload_kind_is_classified() {
         dropoff_lon: None,
         event_time: 3,
     };
-    let err = cache.decode::<LocationUpdate>(&other.encode(&request).unwrap()).await.unwrap_err();
-    assert!(matches!(err, DecodeError::IncompatibleSchema { .. }), "{err}");
+    let err = cache
+        .decode::<LocationUpdate>(&other.encode(&request).unwrap())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, DecodeError::IncompatibleSchema { .. }),
+        "{err}"
+    );
     assert_eq!(err.reason(), "incompatible_schema");
 }
 
@@ -123,7 +188,9 @@ async fn random_payloads_never_panic() {
             bytes[i] = (state >> 32) as u8;
         }
         let cut = 5 + (state as usize >> 8) % (bytes.len() - 4);
-        let _ = cache.decode::<LocationUpdate>(&bytes[..cut.min(bytes.len())]).await;
+        let _ = cache
+            .decode::<LocationUpdate>(&bytes[..cut.min(bytes.len())])
+            .await;
     }
 }
 
@@ -132,8 +199,14 @@ async fn an_unreachable_registry_is_a_retriable_error() {
     let conn: surgeflow_topology::RegistryConnection =
         registry_at("http://127.0.0.1:1/apis/ccompat/v7");
     let cache = SchemaCache::new(Registry::from_topology(&conn).unwrap());
-    let err = cache.decode::<LocationUpdate>(&[0, 0, 0, 0, 1, 2]).await.unwrap_err();
-    assert!(matches!(err, DecodeError::RegistryUnavailable { id: 1, .. }), "{err}");
+    let err = cache
+        .decode::<LocationUpdate>(&[0, 0, 0, 0, 1, 2])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, DecodeError::RegistryUnavailable { id: 1, .. }),
+        "{err}"
+    );
     assert!(err.is_retriable());
 }
 

@@ -14,9 +14,11 @@ use std::fmt;
 use std::time::Duration;
 
 use apache_avro::Schema;
-use rdkafka::admin::{AdminOptions, AlterConfig, NewPartitions, NewTopic, ResourceSpecifier, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::admin::AdminClient;
+use rdkafka::admin::{
+    AdminOptions, AlterConfig, NewPartitions, NewTopic, ResourceSpecifier, TopicReplication,
+};
+use rdkafka::client::DefaultClientContext;
 use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
 use surgeflow_topology::{Compatibility, TopicSpec, Topology};
@@ -29,7 +31,10 @@ pub enum AdminError {
     #[error("kafka: {0}")]
     Kafka(#[from] KafkaError),
     #[error("kafka: {what}: {code}")]
-    Broker { what: String, code: RDKafkaErrorCode },
+    Broker {
+        what: String,
+        code: RDKafkaErrorCode,
+    },
     #[error("schema registry: {0}")]
     Registry(#[from] RegistryError),
     #[error("{0}")]
@@ -64,14 +69,38 @@ pub struct ClusterState {
 /// One difference between the topology and the cluster, and what `apply` does about it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Change {
-    CreateTopic { topic: String, partitions: i32, replication: i32, configs: BTreeMap<String, String> },
-    AddPartitions { topic: String, from: i32, to: i32 },
+    CreateTopic {
+        topic: String,
+        partitions: i32,
+        replication: i32,
+        configs: BTreeMap<String, String>,
+    },
+    AddPartitions {
+        topic: String,
+        from: i32,
+        to: i32,
+    },
     /// Sets the topic's declared configs (the topology owns every topic-level config).
-    AlterConfigs { topic: String, from: BTreeMap<String, String>, to: BTreeMap<String, String> },
-    RegisterSchema { subject: String, file: String, first_version: bool },
-    SetCompatibility { subject: String, from: Option<String>, to: Compatibility },
+    AlterConfigs {
+        topic: String,
+        from: BTreeMap<String, String>,
+        to: BTreeMap<String, String>,
+    },
+    RegisterSchema {
+        subject: String,
+        file: String,
+        first_version: bool,
+    },
+    SetCompatibility {
+        subject: String,
+        from: Option<String>,
+        to: Compatibility,
+    },
     /// Drift `apply` will not fix by itself; a person has to act.
-    NeedsOperator { topic: String, problem: String },
+    NeedsOperator {
+        topic: String,
+        problem: String,
+    },
 }
 
 impl Change {
@@ -82,13 +111,22 @@ impl Change {
 }
 
 fn show_configs(configs: &BTreeMap<String, String>) -> String {
-    configs.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(", ")
+    configs
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 impl fmt::Display for Change {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Change::CreateTopic { topic, partitions, replication, configs } => write!(
+            Change::CreateTopic {
+                topic,
+                partitions,
+                replication,
+                configs,
+            } => write!(
                 f,
                 "+ topic {topic}: {partitions} partitions, replication {replication}, {}",
                 show_configs(configs)
@@ -102,8 +140,16 @@ impl fmt::Display for Change {
                 show_configs(from),
                 show_configs(to)
             ),
-            Change::RegisterSchema { subject, file, first_version } => {
-                let what = if *first_version { "new subject" } else { "new version" };
+            Change::RegisterSchema {
+                subject,
+                file,
+                first_version,
+            } => {
+                let what = if *first_version {
+                    "new subject"
+                } else {
+                    "new version"
+                };
                 write!(f, "+ schema {subject}: {what} from {file}")
             }
             Change::SetCompatibility { subject, from, to } => write!(
@@ -120,7 +166,10 @@ impl fmt::Display for Change {
 /// The topic-level configs a topic spec declares.
 pub fn declared_configs(spec: &TopicSpec) -> BTreeMap<String, String> {
     let mut configs = spec.configs.clone();
-    configs.insert("cleanup.policy".into(), spec.cleanup_policy.as_kafka().into());
+    configs.insert(
+        "cleanup.policy".into(),
+        spec.cleanup_policy.as_kafka().into(),
+    );
     if let Some(retention) = spec.retention_ms {
         configs.insert("retention.ms".into(), retention.to_string());
     }
@@ -132,7 +181,13 @@ fn declared_subjects(topology: &Topology) -> BTreeMap<String, (String, String)> 
     topology
         .avro_subjects()
         .map(|(subject, schema)| {
-            (subject, (schema.declared_path().display().to_string(), schema.text().to_string()))
+            (
+                subject,
+                (
+                    schema.declared_path().display().to_string(),
+                    schema.text().to_string(),
+                ),
+            )
         })
         .collect()
 }
@@ -202,11 +257,19 @@ pub fn plan(topology: &Topology, cluster: &ClusterState) -> Result<Vec<Change>, 
         let existing = cluster.subjects.get(&subject);
         let compatibility = existing.and_then(|s| s.compatibility.clone());
         if compatibility.as_deref() != Some(level.as_str()) {
-            changes.push(Change::SetCompatibility { subject: subject.clone(), from: compatibility, to: level });
+            changes.push(Change::SetCompatibility {
+                subject: subject.clone(),
+                from: compatibility,
+                to: level,
+            });
         }
         let latest = existing.and_then(|s| s.latest_canonical.as_deref());
         if latest != Some(canonical(&text)?.as_str()) {
-            changes.push(Change::RegisterSchema { subject, file, first_version: latest.is_none() });
+            changes.push(Change::RegisterSchema {
+                subject,
+                file,
+                first_version: latest.is_none(),
+            });
         }
     }
     Ok(changes)
@@ -226,14 +289,19 @@ impl ClusterState {
         admin: &AdminClient<DefaultClientContext>,
         registry: &Registry,
     ) -> Result<ClusterState, AdminError> {
-        let metadata = admin.inner().fetch_metadata(None, Duration::from_secs(15))?;
+        let metadata = admin
+            .inner()
+            .fetch_metadata(None, Duration::from_secs(15))?;
         let mut topics = BTreeMap::new();
         let present: BTreeSet<String> = metadata
             .topics()
             .iter()
             .filter(|t| t.error().is_none() && topology.topics.contains_key(t.name()))
             .map(|t| {
-                let replication = t.partitions().first().map_or(0, |p| p.replicas().len() as i32);
+                let replication = t
+                    .partitions()
+                    .first()
+                    .map_or(0, |p| p.replicas().len() as i32);
                 topics.insert(
                     t.name().to_string(),
                     ExistingTopic {
@@ -246,11 +314,17 @@ impl ClusterState {
             })
             .collect();
         if !present.is_empty() {
-            let specifiers: Vec<ResourceSpecifier> =
-                present.iter().map(|t| ResourceSpecifier::Topic(t)).collect();
+            let specifiers: Vec<ResourceSpecifier> = present
+                .iter()
+                .map(|t| ResourceSpecifier::Topic(t))
+                .collect();
             for result in admin.describe_configs(&specifiers, &options()).await? {
-                let resource = result.map_err(|code| AdminError::Broker { what: "describe configs".into(), code })?;
-                let rdkafka::admin::OwnedResourceSpecifier::Topic(name) = &resource.specifier else {
+                let resource = result.map_err(|code| AdminError::Broker {
+                    what: "describe configs".into(),
+                    code,
+                })?;
+                let rdkafka::admin::OwnedResourceSpecifier::Topic(name) = &resource.specifier
+                else {
                     continue;
                 };
                 if let Some(topic) = topics.get_mut(name) {
@@ -270,7 +344,13 @@ impl ClusterState {
                 None => None,
             };
             let compatibility = registry.compatibility(&subject).await?;
-            subjects.insert(subject, ExistingSubject { latest_canonical, compatibility });
+            subjects.insert(
+                subject,
+                ExistingSubject {
+                    latest_canonical,
+                    compatibility,
+                },
+            );
         }
         Ok(ClusterState { topics, subjects })
     }
@@ -289,11 +369,22 @@ pub async fn apply(
     registry: &Registry,
 ) -> Result<(), AdminError> {
     let subjects = declared_subjects(topology);
-    let broker = |what: String| move |code| AdminError::Broker { what: what.clone(), code };
+    let broker = |what: String| {
+        move |code| AdminError::Broker {
+            what: what.clone(),
+            code,
+        }
+    };
     for change in changes {
         match change {
-            Change::CreateTopic { topic, partitions, replication, configs } => {
-                let mut new = NewTopic::new(topic, *partitions, TopicReplication::Fixed(*replication));
+            Change::CreateTopic {
+                topic,
+                partitions,
+                replication,
+                configs,
+            } => {
+                let mut new =
+                    NewTopic::new(topic, *partitions, TopicReplication::Fixed(*replication));
                 for (k, v) in configs {
                     new = new.set(k, v);
                 }
@@ -307,7 +398,8 @@ pub async fn apply(
             Change::AddPartitions { topic, to, .. } => {
                 let parts = NewPartitions::new(topic, *to as usize);
                 for result in admin.create_partitions([&parts], &options()).await? {
-                    result.map_err(|(_, code)| broker(format!("add partitions to {topic}"))(code))?;
+                    result
+                        .map_err(|(_, code)| broker(format!("add partitions to {topic}"))(code))?;
                 }
             }
             Change::AlterConfigs { topic, to, .. } => {
@@ -316,7 +408,8 @@ pub async fn apply(
                     alter = alter.set(k, v);
                 }
                 for result in admin.alter_configs([&alter], &options()).await? {
-                    result.map_err(|(_, code)| broker(format!("alter configs of {topic}"))(code))?;
+                    result
+                        .map_err(|(_, code)| broker(format!("alter configs of {topic}"))(code))?;
                 }
             }
             Change::SetCompatibility { subject, to, .. } => {

@@ -39,7 +39,10 @@ impl ClientFactory {
     pub fn from_topology(conn: &KafkaConnection) -> Self {
         let mut base = ClientConfig::new();
         base.set("bootstrap.servers", &conn.bootstrap_servers);
-        base.set("client.id", conn.client_id.as_deref().unwrap_or("surgeflow"));
+        base.set(
+            "client.id",
+            conn.client_id.as_deref().unwrap_or("surgeflow"),
+        );
         base.set("security.protocol", conn.security_protocol.as_librdkafka());
         if let Some(sasl) = &conn.sasl {
             base.set("sasl.mechanism", sasl.mechanism.as_librdkafka());
@@ -141,7 +144,9 @@ mod tests {
 
     #[test]
     fn plaintext_defaults_and_exactly_once_essentials() {
-        let f = ClientFactory::from_topology(&conn("bootstrap_servers: 127.0.0.1:9092\nsecurity_protocol: plaintext\n"));
+        let f = ClientFactory::from_topology(&conn(
+            "bootstrap_servers: 127.0.0.1:9092\nsecurity_protocol: plaintext\n",
+        ));
         let c = f.consumer_config("g");
         assert_eq!(c.get("enable.auto.commit"), Some("false"));
         assert_eq!(c.get("isolation.level"), Some("read_committed"));
@@ -163,7 +168,10 @@ mod tests {
         assert_eq!(c.get("security.protocol"), Some("sasl_ssl"));
         assert_eq!(c.get("sasl.mechanism"), Some("SCRAM-SHA-512"));
         assert_eq!(c.get("sasl.password"), Some("s3cr3t"));
-        assert_eq!(c.get("ssl.endpoint.identification.algorithm"), Some("https"));
+        assert_eq!(
+            c.get("ssl.endpoint.identification.algorithm"),
+            Some("https")
+        );
         let shown = format!("{f:?}");
         assert!(!shown.contains("s3cr3t"), "{shown}");
         assert!(shown.contains("sasl.password"), "{shown}");

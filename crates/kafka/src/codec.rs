@@ -17,10 +17,10 @@ use std::io::ErrorKind;
 use std::marker::PhantomData;
 use std::sync::{Arc, OnceLock, RwLock};
 
+use apache_avro::Schema;
 use apache_avro::reader::datum::GenericDatumReader;
 use apache_avro::schema_compatibility::SchemaCompatibility;
 use apache_avro::writer::datum::GenericDatumWriter;
-use apache_avro::Schema;
 use surgeflow_schema::AvroRecord;
 
 use crate::registry::{Registry, RegistryError};
@@ -45,7 +45,11 @@ pub enum DecodeError {
     /// The writer's schema cannot be read as the type we expect (wrong topic, or a producer
     /// that broke compatibility).
     #[error("schema id {id} cannot be read as {expected}: {reason}")]
-    IncompatibleSchema { id: u32, expected: &'static str, reason: String },
+    IncompatibleSchema {
+        id: u32,
+        expected: &'static str,
+        reason: String,
+    },
     /// The body does not decode with its writer's schema.
     #[error("malformed Avro body for schema id {id}: {reason}")]
     Malformed { id: u32, reason: String },
@@ -84,6 +88,9 @@ struct WriterSchema {
     reader: GenericDatumReader<'static>,
 }
 
+/// Verdicts of "can data written with schema id X be read as the type of schema file Y".
+type CompatibilityVerdicts = HashMap<(u32, &'static str), Result<(), String>>;
+
 /// Schemas by registry id, shared by every decoder of a process.
 ///
 /// Schemas behind an id never change, and a process sees a handful of them, so each one is
@@ -94,7 +101,7 @@ pub struct SchemaCache {
     registry: Registry,
     by_id: Arc<RwLock<HashMap<u32, Arc<WriterSchema>>>>,
     /// (schema id, reader schema file) pairs already checked for compatibility.
-    compatible: Arc<RwLock<HashMap<(u32, &'static str), Result<(), String>>>>,
+    compatible: Arc<RwLock<CompatibilityVerdicts>>,
 }
 
 impl SchemaCache {
@@ -115,7 +122,11 @@ impl SchemaCache {
     }
 
     fn cached(&self, id: u32) -> Option<Arc<WriterSchema>> {
-        self.by_id.read().unwrap_or_else(|e| e.into_inner()).get(&id).cloned()
+        self.by_id
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&id)
+            .cloned()
     }
 
     /// Makes sure schema `id` is cached, fetching it from the registry if needed.
@@ -138,13 +149,13 @@ impl SchemaCache {
             reason: e.to_string(),
         })?;
         let schema: &'static Schema = Box::leak(Box::new(schema));
-        let reader = GenericDatumReader::builder(schema)
-            .build()
-            .map_err(|e| DecodeError::IncompatibleSchema {
+        let reader = GenericDatumReader::builder(schema).build().map_err(|e| {
+            DecodeError::IncompatibleSchema {
                 id,
                 expected: "a resolvable Avro schema",
                 reason: e.to_string(),
-            })?;
+            }
+        })?;
         self.by_id
             .write()
             .unwrap_or_else(|e| e.into_inner())
@@ -156,7 +167,12 @@ impl SchemaCache {
     /// Checks once per (id, type) that data written with schema `id` can be read as `T`.
     fn check_compatible<T: AvroRecord>(&self, id: u32, writer: &Schema) -> Result<(), DecodeError> {
         let key = (id, T::SCHEMA_FILE);
-        let known = self.compatible.read().unwrap_or_else(|e| e.into_inner()).get(&key).cloned();
+        let known = self
+            .compatible
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+            .cloned();
         let verdict = match known {
             Some(v) => v,
             None => {
@@ -186,7 +202,10 @@ impl SchemaCache {
     pub fn decode_cached<T: AvroRecord>(&self, payload: &[u8]) -> Result<T, DecodeError> {
         let (id, body) = wire::split(payload)?;
         let Some(writer) = self.cached(id) else {
-            return Err(DecodeError::RegistryUnavailable { id, source: RegistryError::NotLoaded });
+            return Err(DecodeError::RegistryUnavailable {
+                id,
+                source: RegistryError::NotLoaded,
+            });
         };
         self.check_compatible::<T>(id, writer.schema)?;
         let mut rest = body;
@@ -195,7 +214,10 @@ impl SchemaCache {
             .read_deser::<T>(&mut rest)
             .map_err(|e| classify_body_error(id, body.len(), &e))?;
         if !rest.is_empty() {
-            return Err(DecodeError::TrailingBytes { id, extra: rest.len() });
+            return Err(DecodeError::TrailingBytes {
+                id,
+                extra: rest.len(),
+            });
         }
         Ok(value)
     }
@@ -225,7 +247,10 @@ impl SchemaCache {
             .read_value(&mut rest)
             .map_err(|e| classify_body_error(id, body.len(), &e))?;
         if !rest.is_empty() {
-            return Err(DecodeError::TrailingBytes { id, extra: rest.len() });
+            return Err(DecodeError::TrailingBytes {
+                id,
+                extra: rest.len(),
+            });
         }
         serde_json::Value::try_from(value).map_err(|e| DecodeError::Malformed {
             id,
@@ -242,11 +267,17 @@ fn classify_body_error(id: u32, len: usize, error: &apache_avro::Error) -> Decod
         if let Some(io) = e.downcast_ref::<std::io::Error>()
             && io.kind() == ErrorKind::UnexpectedEof
         {
-            return DecodeError::Truncated { len: len + wire::HEADER_LEN, part: "Avro body" };
+            return DecodeError::Truncated {
+                len: len + wire::HEADER_LEN,
+                part: "Avro body",
+            };
         }
         source = e.source();
     }
-    DecodeError::Malformed { id, reason: error.to_string() }
+    DecodeError::Malformed {
+        id,
+        reason: error.to_string(),
+    }
 }
 
 /// Why a value could not be encoded.
@@ -254,7 +285,10 @@ fn classify_body_error(id: u32, len: usize, error: &apache_avro::Error) -> Decod
 pub enum EncodeError {
     /// The schema could not be registered or looked up.
     #[error("registering {subject}: {source}")]
-    Registry { subject: String, source: RegistryError },
+    Registry {
+        subject: String,
+        source: RegistryError,
+    },
     /// The value does not fit its schema (a bug in the caller).
     #[error("value does not fit schemas/{file}: {reason}")]
     Value { file: &'static str, reason: String },
@@ -278,7 +312,10 @@ impl<T: AvroRecord> Encoder<T> {
         let schema_id = registry
             .register(subject, T::SCHEMA_TEXT)
             .await
-            .map_err(|source| EncodeError::Registry { subject: subject.to_string(), source })?;
+            .map_err(|source| EncodeError::Registry {
+                subject: subject.to_string(),
+                source,
+            })?;
         Self::with_id(schema_id)
     }
 
@@ -289,8 +326,15 @@ impl<T: AvroRecord> Encoder<T> {
     pub fn with_id(schema_id: u32) -> Result<Self, EncodeError> {
         let writer = GenericDatumWriter::builder(T::schema())
             .build()
-            .map_err(|e| EncodeError::Value { file: T::SCHEMA_FILE, reason: e.to_string() })?;
-        Ok(Encoder { schema_id, writer, _type: PhantomData })
+            .map_err(|e| EncodeError::Value {
+                file: T::SCHEMA_FILE,
+                reason: e.to_string(),
+            })?;
+        Ok(Encoder {
+            schema_id,
+            writer,
+            _type: PhantomData,
+        })
     }
 
     /// The registry id written into every payload.
@@ -307,7 +351,10 @@ impl<T: AvroRecord> Encoder<T> {
         self.writer
             .write_ser(buf, value)
             .map(|_| ())
-            .map_err(|e| EncodeError::Value { file: T::SCHEMA_FILE, reason: e.to_string() })
+            .map_err(|e| EncodeError::Value {
+                file: T::SCHEMA_FILE,
+                reason: e.to_string(),
+            })
     }
 
     /// Encodes `value` into a new buffer.

@@ -51,7 +51,9 @@ pub struct Registry {
 
 impl std::fmt::Debug for Registry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Registry").field("url", &self.url).finish_non_exhaustive()
+        f.debug_struct("Registry")
+            .field("url", &self.url)
+            .finish_non_exhaustive()
     }
 }
 
@@ -142,7 +144,11 @@ impl Registry {
     /// # Errors
     /// [`RegistryError::Unavailable`] when the registry cannot be asked.
     pub async fn latest(&self, subject: &str) -> Result<Option<(u32, u32, String)>, RegistryError> {
-        let url = format!("{}/subjects/{}/versions/latest", self.url, encode_subject(subject));
+        let url = format!(
+            "{}/subjects/{}/versions/latest",
+            self.url,
+            encode_subject(subject)
+        );
         match self.get_json::<SubjectVersion>(&url).await {
             Ok(v) => Ok(Some((v.id, v.version, v.schema))),
             Err(RegistryError::NotFound { .. }) => Ok(None),
@@ -177,12 +183,21 @@ impl Registry {
         let body = serde_json::json!({ "compatibility": level.as_str() });
         let request = self.authed(self.http.put(&url)).json(&body);
         let response = request.send().await.map_err(unavailable)?;
-        check_status(response.status(), || format!("config of {subject}"), response).await?;
+        check_status(
+            response.status(),
+            || format!("config of {subject}"),
+            response,
+        )
+        .await?;
         Ok(())
     }
 
     async fn get_json<T: for<'de> Deserialize<'de>>(&self, url: &str) -> Result<T, RegistryError> {
-        let response = self.authed(self.http.get(url)).send().await.map_err(unavailable)?;
+        let response = self
+            .authed(self.http.get(url))
+            .send()
+            .await
+            .map_err(unavailable)?;
         let response = check_status(response.status(), || url.to_string(), response).await?;
         response.json::<T>().await.map_err(unavailable)
     }
@@ -201,7 +216,9 @@ fn encode_subject(subject: &str) -> String {
 
 fn unavailable(e: reqwest::Error) -> RegistryError {
     // reqwest errors can carry the URL; ours carry no credentials (basic auth is a header).
-    RegistryError::Unavailable { reason: e.to_string() }
+    RegistryError::Unavailable {
+        reason: e.to_string(),
+    }
 }
 
 async fn check_status(
@@ -215,8 +232,12 @@ async fn check_status(
     let body = response.text().await.unwrap_or_default();
     Err(match status {
         StatusCode::NOT_FOUND => RegistryError::NotFound { what: what() },
-        s if s.is_client_error() => RegistryError::Rejected { reason: format!("{s}: {body}") },
-        s => RegistryError::Unavailable { reason: format!("{s}: {body}") },
+        s if s.is_client_error() => RegistryError::Rejected {
+            reason: format!("{s}: {body}"),
+        },
+        s => RegistryError::Unavailable {
+            reason: format!("{s}: {body}"),
+        },
     })
 }
 

@@ -20,7 +20,10 @@ pub fn split(payload: &[u8]) -> Result<(u32, &[u8]), DecodeError> {
     match payload {
         [MAGIC, a, b, c, d, body @ ..] => Ok((u32::from_be_bytes([*a, *b, *c, *d]), body)),
         [first, ..] if *first != MAGIC => Err(DecodeError::BadMagic { found: *first }),
-        short => Err(DecodeError::Truncated { len: short.len(), part: "header" }),
+        short => Err(DecodeError::Truncated {
+            len: short.len(),
+            part: "header",
+        }),
     }
 }
 
@@ -49,10 +52,22 @@ mod tests {
 
     #[test]
     fn classifies_bad_payloads() {
-        assert!(matches!(split(&[]), Err(DecodeError::Truncated { len: 0, .. })));
-        assert!(matches!(split(&[0, 0, 1]), Err(DecodeError::Truncated { len: 3, .. })));
-        assert!(matches!(split(b"{\"json\":1}"), Err(DecodeError::BadMagic { found: b'{' })));
-        assert!(matches!(split(&[1, 0, 0, 0, 1, 5]), Err(DecodeError::BadMagic { found: 1 })));
+        assert!(matches!(
+            split(&[]),
+            Err(DecodeError::Truncated { len: 0, .. })
+        ));
+        assert!(matches!(
+            split(&[0, 0, 1]),
+            Err(DecodeError::Truncated { len: 3, .. })
+        ));
+        assert!(matches!(
+            split(b"{\"json\":1}"),
+            Err(DecodeError::BadMagic { found: b'{' })
+        ));
+        assert!(matches!(
+            split(&[1, 0, 0, 0, 1, 5]),
+            Err(DecodeError::BadMagic { found: 1 })
+        ));
     }
 
     #[test]

@@ -60,7 +60,12 @@ pub enum Product {
 
 impl Product {
     /// Every product, in schema order.
-    pub const ALL: [Product; 4] = [Product::Economy, Product::Comfort, Product::Xl, Product::Premium];
+    pub const ALL: [Product; 4] = [
+        Product::Economy,
+        Product::Comfort,
+        Product::Xl,
+        Product::Premium,
+    ];
 
     /// The Avro symbol, as used in keys such as `<cell>:<product>`.
     pub fn symbol(self) -> &'static str {
@@ -356,7 +361,10 @@ pub const ALL_SCHEMA_FILES: [(&str, &str); 14] = [
     (TripAccepted::SCHEMA_FILE, TripAccepted::SCHEMA_TEXT),
     (TripDeclined::SCHEMA_FILE, TripDeclined::SCHEMA_TEXT),
     (TripCancelled::SCHEMA_FILE, TripCancelled::SCHEMA_TEXT),
-    (TripDriverArrived::SCHEMA_FILE, TripDriverArrived::SCHEMA_TEXT),
+    (
+        TripDriverArrived::SCHEMA_FILE,
+        TripDriverArrived::SCHEMA_TEXT,
+    ),
     (TripStarted::SCHEMA_FILE, TripStarted::SCHEMA_TEXT),
     (TripCompleted::SCHEMA_FILE, TripCompleted::SCHEMA_TEXT),
     (DriverProfile::SCHEMA_FILE, DriverProfile::SCHEMA_TEXT),

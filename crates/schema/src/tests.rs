@@ -1,10 +1,10 @@
 use std::collections::BTreeSet;
 
+use apache_avro::Schema;
+use apache_avro::reader::datum::GenericDatumReader;
 use apache_avro::schema::RecordSchema;
 use apache_avro::schema_compatibility::SchemaCompatibility;
-use apache_avro::reader::datum::GenericDatumReader;
 use apache_avro::writer::datum::GenericDatumWriter;
-use apache_avro::Schema;
 use proptest::prelude::*;
 
 use super::*;
@@ -36,7 +36,10 @@ fn assert_round_trip<T: AvroRecord + PartialEq + std::fmt::Debug>(value: &T) {
         .unwrap()
         .write_value_to_vec(apache_avro::to_value(value).unwrap())
         .unwrap();
-    assert_eq!(bytes, generic, "serde and Value encodings differ for {value:?}");
+    assert_eq!(
+        bytes, generic,
+        "serde and Value encodings differ for {value:?}"
+    );
     assert_eq!(&decode::<T>(&bytes), value);
 }
 
@@ -53,7 +56,12 @@ fn record_fields(schema: &Schema) -> BTreeSet<String> {
 fn assert_mirrors<T: AvroRecord>(sample: &T) {
     let json = serde_json::to_value(sample).unwrap();
     let rust: BTreeSet<String> = json.as_object().unwrap().keys().cloned().collect();
-    assert_eq!(rust, record_fields(T::schema()), "{} and its Rust type differ", T::SCHEMA_FILE);
+    assert_eq!(
+        rust,
+        record_fields(T::schema()),
+        "{} and its Rust type differ",
+        T::SCHEMA_FILE
+    );
 }
 
 fn location_update() -> LocationUpdate {
@@ -96,7 +104,11 @@ fn every_schema_parses_and_is_a_documented_record() {
         };
         assert!(doc.is_some(), "{file} has no doc");
         for field in fields {
-            assert!(field.doc.is_some(), "{file}: field {} has no doc", field.name);
+            assert!(
+                field.doc.is_some(),
+                "{file}: field {} has no doc",
+                field.name
+            );
         }
     }
 }
@@ -109,7 +121,10 @@ fn every_file_in_the_schemas_folder_is_compiled_in() {
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .filter(|n| n.ends_with(".avsc"))
         .collect();
-    let compiled: BTreeSet<String> = ALL_SCHEMA_FILES.iter().map(|(f, _)| f.to_string()).collect();
+    let compiled: BTreeSet<String> = ALL_SCHEMA_FILES
+        .iter()
+        .map(|(f, _)| f.to_string())
+        .collect();
     assert_eq!(on_disk, compiled);
 }
 
@@ -351,7 +366,9 @@ mod evolution {
 
     /// BACKWARD_TRANSITIVE: `new` reads data from every version in `history`.
     fn backward_transitive(history: &[&Schema], new: &Schema) -> bool {
-        history.iter().all(|old| SchemaCompatibility::can_read(old, new).is_ok())
+        history
+            .iter()
+            .all(|old| SchemaCompatibility::can_read(old, new).is_ok())
     }
 
     /// FORWARD: old readers read data from `new`.
@@ -376,10 +393,20 @@ mod evolution {
         // skipped), which is how the operators read records from newer producers.
         let mut record = apache_avro::to_value(location_update()).unwrap();
         if let apache_avro::types::Value::Record(fields) = &mut record {
-            fields.push(("battery_pct".into(), apache_avro::types::Value::Union(1, Box::new(apache_avro::types::Value::Int(80)))));
-            fields.push(("app_version".into(), apache_avro::types::Value::String("5.1".into())));
+            fields.push((
+                "battery_pct".into(),
+                apache_avro::types::Value::Union(1, Box::new(apache_avro::types::Value::Int(80))),
+            ));
+            fields.push((
+                "app_version".into(),
+                apache_avro::types::Value::String("5.1".into()),
+            ));
         }
-        let bytes = GenericDatumWriter::builder(&v3).build().unwrap().write_value_to_vec(record).unwrap();
+        let bytes = GenericDatumWriter::builder(&v3)
+            .build()
+            .unwrap()
+            .write_value_to_vec(record)
+            .unwrap();
         let reader = GenericDatumReader::builder(&v3).build().unwrap();
         let decoded: LocationUpdate = reader.read_deser(&mut bytes.as_slice()).unwrap();
         assert_eq!(decoded, location_update());
@@ -400,7 +427,9 @@ mod evolution {
         // passes BACKWARD; what it breaks is every reader still on the old schema, which FORWARD
         // (and so FULL_TRANSITIVE) rejects. Consumers of surgeflow outputs depend on this.
         let v1 = LocationUpdate::schema();
-        let v2 = with_fields(LocationUpdate::SCHEMA_TEXT, |f| f.retain(|x| x["name"] != "status"));
+        let v2 = with_fields(LocationUpdate::SCHEMA_TEXT, |f| {
+            f.retain(|x| x["name"] != "status")
+        });
         assert!(!forward(v1, &v2));
         assert!(backward_transitive(&[v1], &v2));
     }
