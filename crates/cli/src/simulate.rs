@@ -270,6 +270,7 @@ pub fn run(args: SimulateArgs, path: &Path) -> Outcome {
         let mut sent_any = false;
         while next < events.len() && produced < allowance.min(max_events) {
             let event = &events[next];
+            payload.clear();
             encoders
                 .encode(event, &mut payload)
                 .map_err(Failure::runtime)?;

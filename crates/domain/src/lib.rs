@@ -6,8 +6,11 @@
 //! - [`geo`]: geohash cells packed into a `u64` ([`geo::Cell`]), partitioning regions
 //!   ([`geo::Region`]), great-circle distances, and the radius / halo searches that decide
 //!   which cells and regions an event touches.
+//! - [`routing`]: the routers' checks (plausible coordinates and times) and where an event
+//!   goes (cell, home region, halo regions).
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod geo;
+pub mod routing;

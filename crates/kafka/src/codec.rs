@@ -342,7 +342,7 @@ impl<T: AvroRecord> Encoder<T> {
         self.schema_id
     }
 
-    /// Encodes `value` into `buf` (cleared first), so one buffer serves a whole batch.
+    /// Appends the encoded `value` to `buf`, so one buffer can hold a whole batch of payloads.
     ///
     /// # Errors
     /// [`EncodeError::Value`] when the value does not fit the schema.

@@ -27,9 +27,8 @@ pub fn split(payload: &[u8]) -> Result<(u32, &[u8]), DecodeError> {
     }
 }
 
-/// Writes the header for `schema_id` at the start of `buf`, which is cleared first.
+/// Appends the header for `schema_id` to `buf`.
 pub fn write_header(schema_id: u32, buf: &mut Vec<u8>) {
-    buf.clear();
     buf.push(MAGIC);
     buf.extend_from_slice(&schema_id.to_be_bytes());
 }
@@ -75,6 +74,6 @@ mod tests {
         let mut buf = vec![42, 42];
         write_header(0xDEAD_BEEF, &mut buf);
         buf.push(3);
-        assert_eq!(split(&buf).unwrap(), (0xDEAD_BEEF, &[3][..]));
+        assert_eq!(split(&buf[2..]).unwrap(), (0xDEAD_BEEF, &[3][..]));
     }
 }

@@ -1,0 +1,23 @@
+//! The operator runtime: what every surgeflow operator binary runs on.
+//!
+//! An operator implements the small [`Operator`] trait (process a record, react to the clock,
+//! to assignments and revocations); the runtime owns the rest:
+//!
+//! - [`worker`]: the batched consume-process-produce loop on `BaseConsumer`/`BaseProducer`,
+//!   exactly once through Kafka transactions by default (at least once as a switch), DLQ
+//!   records with provenance headers inside the same transaction, rebalance handling with the
+//!   cooperative-sticky assignor, state restore by replaying recent input, and librdkafka's
+//!   error classes (retry, abort and rewind, rebuild the producer);
+//! - [`rebalance`]: the consumer context that records rebalances and exports consumer lag;
+//! - [`http`]: `/metrics`, `/healthz`, `/readyz` and the operator's own routes;
+//! - [`app`]: the shared `main`: arguments, configuration, signals, exit codes.
+
+pub mod app;
+pub mod http;
+pub mod operator;
+pub mod rebalance;
+pub mod worker;
+
+pub use operator::{
+    Context, Operator, OperatorFactory, Output, OutputTopic, Record, RecordError, TopicPartition,
+};

@@ -1,0 +1,763 @@
+//! The consume-process-produce loop.
+//!
+//! One thread, one consumer, one producer, batch after batch:
+//!
+//! 1. **Gather**: poll until `max_batch` records or `commit_interval_ms` passed, keeping the
+//!    borrowed messages (no copy). Rebalance callbacks recorded during a poll are handled right
+//!    after it: records of revoked partitions are dropped from the batch (no transaction is open
+//!    while polling, so nothing needs committing first), newly assigned partitions get their
+//!    state restored before any of their records is processed.
+//! 2. **Process**: each record through the operator; bad records become DLQ records with
+//!    provenance headers; then the operator's clock tick.
+//! 3. **Commit**: exactly-once produces outputs and DLQ records inside one transaction together
+//!    with the consumed positions (`send_offsets_to_transaction` with fresh group metadata, so a
+//!    zombie instance is fenced); at-least-once produces, waits for every delivery, then commits
+//!    offsets. A batch that consumed and produced nothing commits nothing.
+//!
+//! Failures follow librdkafka's classes: a retriable commit error is retried; one that requires
+//! an abort aborts, rewinds the consumer to the committed offsets and rebuilds the operator's
+//! state; a fatal producer error builds a new producer (whose `init_transactions` fences the
+//! old one) and then does the same. Nothing is skipped and nothing is emitted twice for
+//! `read_committed` readers.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use surgeflow_kafka::{ClientFactory, SchemaCache};
+use surgeflow_topology::Delivery;
+
+use crate::operator::{Context, Operator, Output, Record, RecordError, TopicPartition};
+use crate::rebalance::{AssignmentChange, RuntimeContext};
+
+/// Timeout for one call to the broker (commit, offsets, metadata).
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Everything the loop needs to know about its operator instance.
+#[derive(Debug, Clone)]
+pub struct WorkerSettings {
+    pub operator: &'static str,
+    pub group_id: String,
+    pub transactional_id: String,
+    pub inputs: Vec<String>,
+    pub outputs: Vec<String>,
+    pub dlq: String,
+    pub delivery: Delivery,
+    pub commit_interval: Duration,
+    pub max_batch: usize,
+    /// How long a record may wait for an unreachable registry before the instance gives up.
+    pub registry_retry: Duration,
+}
+
+/// Liveness and readiness, shared with the HTTP server.
+#[derive(Debug, Default)]
+pub struct Health {
+    /// Processing time of the last loop iteration (ms since the epoch); liveness.
+    pub last_loop_ms: AtomicI64,
+    /// Joined the group, producer ready, no restore running.
+    pub ready: AtomicBool,
+    /// Partitions currently assigned.
+    pub assigned: AtomicU64,
+}
+
+/// Why the loop stopped abnormally.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error("kafka: {0}")]
+    Kafka(#[from] KafkaError),
+    #[error("{0}")]
+    Fatal(String),
+}
+
+/// Counts deliveries that failed, for at-least-once mode, where a failed delivery means the
+/// batch's offsets must not be committed.
+#[derive(Default)]
+pub struct DeliveryTracker {
+    failed: AtomicU64,
+}
+
+impl ClientContext for DeliveryTracker {}
+
+impl ProducerContext for DeliveryTracker {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Err((e, _)) = result {
+            tracing::warn!(error = %e, "delivery failed");
+            self.failed.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+type Producer_ = BaseProducer<DeliveryTracker>;
+
+/// A bad record waiting to be written to the DLQ.
+struct DeadLetter {
+    key: Option<Vec<u8>>,
+    payload: Option<Vec<u8>>,
+    headers: OwnedHeaders,
+    source_topic: String,
+    reason: &'static str,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+fn tpl(partitions: &[TopicPartition]) -> TopicPartitionList {
+    let mut list = TopicPartitionList::new();
+    for p in partitions {
+        list.add_partition(&p.topic, p.partition);
+    }
+    list
+}
+
+/// What a [`Context`] borrows from the worker besides the output buffer.
+struct Env {
+    schemas: SchemaCache,
+    handle: tokio::runtime::Handle,
+    registry_retry: Duration,
+}
+
+/// The context handed to the operator; `restoring` suppresses its output.
+fn context<'a>(env: &'a Env, out: &'a mut Output, restoring: bool) -> Context<'a> {
+    out.set_suppressed(restoring);
+    Context {
+        schemas: &env.schemas,
+        handle: &env.handle,
+        registry_retry: env.registry_retry,
+        out,
+        now_ms: now_ms(),
+        restoring,
+    }
+}
+
+/// The loop's state apart from the consumer (which the gathered messages borrow).
+pub struct Worker<O: Operator> {
+    operator: O,
+    settings: WorkerSettings,
+    factory: ClientFactory,
+    producer: Producer_,
+    env: Env,
+    out: Output,
+    dead: Vec<DeadLetter>,
+    assigned: BTreeSet<TopicPartition>,
+    health: Arc<Health>,
+    in_counts: BTreeMap<String, u64>,
+}
+
+impl<O: Operator> Worker<O> {
+    /// Prepares the loop: builds the producer (and initialises transactions).
+    ///
+    /// # Errors
+    /// A [`WorkerError`] when the producer cannot be created or transactions initialised.
+    pub fn new(
+        operator: O,
+        settings: WorkerSettings,
+        factory: ClientFactory,
+        schemas: SchemaCache,
+        handle: tokio::runtime::Handle,
+        health: Arc<Health>,
+    ) -> Result<Self, WorkerError> {
+        let producer = new_producer(&factory, &settings)?;
+        let settings_retry = settings.registry_retry;
+        Ok(Worker {
+            operator,
+            out: Output::new(settings.outputs.clone()),
+            settings,
+            factory,
+            producer,
+            env: Env {
+                schemas,
+                handle,
+                registry_retry: settings_retry,
+            },
+            dead: Vec::new(),
+            assigned: BTreeSet::new(),
+            health,
+            in_counts: BTreeMap::new(),
+        })
+    }
+
+    /// Creates the group consumer this worker reads with.
+    ///
+    /// # Errors
+    /// When librdkafka refuses the settings or the subscription.
+    pub fn consumer(&self) -> Result<BaseConsumer<RuntimeContext>, WorkerError> {
+        let mut config = self.factory.consumer_config(&self.settings.group_id);
+        config.set("statistics.interval.ms", "5000");
+        let consumer: BaseConsumer<RuntimeContext> =
+            config.create_with_context(RuntimeContext::new(self.settings.operator))?;
+        let topics: Vec<&str> = self.settings.inputs.iter().map(String::as_str).collect();
+        consumer.subscribe(&topics)?;
+        Ok(consumer)
+    }
+
+    /// Runs until `shutdown` is set, then finishes the batch, commits and leaves the group.
+    ///
+    /// # Errors
+    /// A [`WorkerError`] on a fatal problem; nothing uncommitted is lost (it is reprocessed
+    /// after a restart).
+    pub fn run(
+        mut self,
+        consumer: &BaseConsumer<RuntimeContext>,
+        shutdown: &AtomicBool,
+    ) -> Result<(), WorkerError> {
+        self.health.ready.store(true, Ordering::Relaxed);
+        while !shutdown.load(Ordering::Relaxed) {
+            self.health.last_loop_ms.store(now_ms(), Ordering::Relaxed);
+            let batch = self.gather(consumer)?;
+            self.process_and_commit(consumer, &batch)?;
+        }
+        tracing::info!(
+            operator = self.settings.operator,
+            "shutting down: leaving the group"
+        );
+        consumer.unsubscribe();
+        // Serve the revocation that leaving triggers, so the group rebalances at once.
+        let until = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < until
+            && !consumer
+                .assignment()
+                .map(|a| a.count() == 0)
+                .unwrap_or(true)
+        {
+            let _ = consumer.poll(Duration::from_millis(100));
+            for change in consumer.context().take_changes() {
+                if let AssignmentChange::Revoked(parts) = change {
+                    self.operator.on_revoked(&parts);
+                }
+            }
+        }
+        self.health.ready.store(false, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn gather<'c>(
+        &mut self,
+        consumer: &'c BaseConsumer<RuntimeContext>,
+    ) -> Result<Vec<BorrowedMessage<'c>>, WorkerError> {
+        let mut batch: Vec<BorrowedMessage<'c>> =
+            Vec::with_capacity(self.settings.max_batch.min(4096));
+        let deadline = Instant::now() + self.settings.commit_interval;
+        while batch.len() < self.settings.max_batch {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            let polled = consumer.poll(left);
+            self.apply_changes(consumer, &mut batch)?;
+            match polled {
+                Some(Ok(message)) => {
+                    let tp = TopicPartition {
+                        topic: message.topic().to_string(),
+                        partition: message.partition(),
+                    };
+                    if self.assigned.contains(&tp) {
+                        batch.push(message);
+                    }
+                }
+                Some(Err(e)) => {
+                    if matches!(e.rdkafka_error_code(), Some(RDKafkaErrorCode::Fatal)) {
+                        return Err(e.into());
+                    }
+                    tracing::warn!(error = %e, "consumer error");
+                }
+                None => {}
+            }
+        }
+        Ok(batch)
+    }
+
+    /// Acts on the rebalances recorded during the last poll.
+    fn apply_changes<'c>(
+        &mut self,
+        consumer: &'c BaseConsumer<RuntimeContext>,
+        batch: &mut Vec<BorrowedMessage<'c>>,
+    ) -> Result<(), WorkerError> {
+        for change in consumer.context().take_changes() {
+            match change {
+                AssignmentChange::Revoked(parts) => {
+                    tracing::info!(
+                        operator = self.settings.operator,
+                        ?parts,
+                        "partitions revoked"
+                    );
+                    batch.retain(|m| {
+                        !parts
+                            .iter()
+                            .any(|p| p.topic == m.topic() && p.partition == m.partition())
+                    });
+                    for p in &parts {
+                        self.assigned.remove(p);
+                    }
+                    self.operator.on_revoked(&parts);
+                }
+                AssignmentChange::Assigned(parts) => {
+                    tracing::info!(
+                        operator = self.settings.operator,
+                        ?parts,
+                        "partitions assigned"
+                    );
+                    self.restore(consumer, &parts)?;
+                    self.assigned.extend(parts.iter().cloned());
+                    self.operator
+                        .on_assigned(&parts, &mut context(&self.env, &mut self.out, false));
+                }
+            }
+            self.health
+                .assigned
+                .store(self.assigned.len() as u64, Ordering::Relaxed);
+            metrics::gauge!("surgeflow_assigned_partitions", "operator" => self.settings.operator)
+                .set(self.assigned.len() as f64);
+        }
+        Ok(())
+    }
+
+    /// Rebuilds the state of `parts` by replaying their input from `restore_horizon_ms` ago up
+    /// to the committed offsets, with output suppressed (it was produced before).
+    fn restore(
+        &mut self,
+        consumer: &BaseConsumer<RuntimeContext>,
+        parts: &[TopicPartition],
+    ) -> Result<(), WorkerError> {
+        let Some(horizon) = self.operator.restore_horizon_ms() else {
+            return Ok(());
+        };
+        let op = self.settings.operator;
+        let started = Instant::now();
+        self.health.ready.store(false, Ordering::Relaxed);
+        metrics::gauge!("surgeflow_restore_in_progress", "operator" => op).set(1.0);
+        let committed = consumer.committed_offsets(tpl(parts), CALL_TIMEOUT)?;
+        let mut ends: BTreeMap<TopicPartition, i64> = BTreeMap::new();
+        for e in committed.elements() {
+            if let Offset::Offset(c) = e.offset()
+                && c > 0
+            {
+                ends.insert(
+                    TopicPartition {
+                        topic: e.topic().to_string(),
+                        partition: e.partition(),
+                    },
+                    c,
+                );
+            }
+        }
+        let mut replayed = 0u64;
+        if !ends.is_empty() {
+            let reader: BaseConsumer = self
+                .factory
+                .consumer_config(&format!("{}.restore", self.settings.group_id))
+                .create()?;
+            let mut by_time = TopicPartitionList::new();
+            for p in ends.keys() {
+                by_time
+                    .add_partition_offset(&p.topic, p.partition, Offset::Offset(now_ms() - horizon))
+                    .map_err(WorkerError::Kafka)?;
+            }
+            let starts = reader.offsets_for_times(by_time, CALL_TIMEOUT)?;
+            let mut assignment = TopicPartitionList::new();
+            for e in starts.elements() {
+                let tp = TopicPartition {
+                    topic: e.topic().to_string(),
+                    partition: e.partition(),
+                };
+                let end = ends[&tp];
+                match e.offset() {
+                    Offset::Offset(s) if s < end => {
+                        assignment
+                            .add_partition_offset(&tp.topic, tp.partition, Offset::Offset(s))
+                            .map_err(WorkerError::Kafka)?;
+                    }
+                    _ => {
+                        ends.remove(&tp);
+                    }
+                }
+            }
+            if assignment.count() > 0 {
+                reader.assign(&assignment)?;
+                let deadline = Instant::now() + Duration::from_secs(600);
+                while !ends.is_empty() && Instant::now() < deadline {
+                    let Some(result) = reader.poll(Duration::from_millis(500)) else {
+                        self.finish_restored_partitions(&reader, &mut ends);
+                        continue;
+                    };
+                    let message = result?;
+                    let tp = TopicPartition {
+                        topic: message.topic().to_string(),
+                        partition: message.partition(),
+                    };
+                    let Some(&end) = ends.get(&tp) else { continue };
+                    if message.offset() < end {
+                        let record = record_of(&message);
+                        let mut ctx = context(&self.env, &mut self.out, true);
+                        if let Err(RecordError::Fatal(e)) = self.operator.process(&record, &mut ctx)
+                        {
+                            return Err(WorkerError::Fatal(e));
+                        }
+                        replayed += 1;
+                    }
+                    if message.offset() + 1 >= end {
+                        ends.remove(&tp);
+                    }
+                }
+                if !ends.is_empty() {
+                    return Err(WorkerError::Fatal(format!(
+                        "restore of {ends:?} did not reach the committed offsets"
+                    )));
+                }
+            }
+        }
+        self.out.set_suppressed(false);
+        let seconds = started.elapsed().as_secs_f64();
+        metrics::counter!("surgeflow_restore_records_total", "operator" => op).increment(replayed);
+        metrics::histogram!("surgeflow_restore_duration_seconds", "operator" => op).record(seconds);
+        metrics::gauge!("surgeflow_restore_in_progress", "operator" => op).set(0.0);
+        tracing::info!(operator = op, ?parts, replayed, seconds, "state restored");
+        self.health.ready.store(true, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Drops partitions whose committed offset the reader has reached without a record (the
+    /// last records before it can be transaction markers, which are never delivered).
+    fn finish_restored_partitions(
+        &self,
+        reader: &BaseConsumer,
+        ends: &mut BTreeMap<TopicPartition, i64>,
+    ) {
+        if let Ok(positions) = reader.position() {
+            for e in positions.elements() {
+                if let Offset::Offset(pos) = e.offset() {
+                    let tp = TopicPartition {
+                        topic: e.topic().to_string(),
+                        partition: e.partition(),
+                    };
+                    if ends.get(&tp).is_some_and(|&end| pos >= end) {
+                        ends.remove(&tp);
+                    }
+                }
+            }
+        }
+    }
+
+    fn process_and_commit(
+        &mut self,
+        consumer: &BaseConsumer<RuntimeContext>,
+        batch: &[BorrowedMessage<'_>],
+    ) -> Result<(), WorkerError> {
+        let op = self.settings.operator;
+        self.in_counts.clear();
+        for message in batch {
+            let record = record_of(message);
+            *self
+                .in_counts
+                .entry(message.topic().to_string())
+                .or_default() += 1;
+            let mut ctx = context(&self.env, &mut self.out, false);
+            match self.operator.process(&record, &mut ctx) {
+                Ok(()) => {}
+                Err(RecordError::Invalid {
+                    reason,
+                    message: text,
+                }) => {
+                    self.dead.push(dead_letter(op, &record, reason, &text));
+                }
+                Err(RecordError::Fatal(e)) => return Err(WorkerError::Fatal(e)),
+            }
+        }
+        match self
+            .operator
+            .on_tick(&mut context(&self.env, &mut self.out, false))
+        {
+            Ok(()) => {}
+            Err(RecordError::Invalid { reason, message }) => {
+                tracing::warn!(reason, message, "tick")
+            }
+            Err(RecordError::Fatal(e)) => return Err(WorkerError::Fatal(e)),
+        }
+        for (topic, n) in &self.in_counts {
+            metrics::counter!("surgeflow_records_in_total", "operator" => op, "topic" => topic.clone()).increment(*n);
+        }
+        metrics::histogram!("surgeflow_batch_records", "operator" => op).record(batch.len() as f64);
+        for (kind, value) in self.operator.state_sizes() {
+            metrics::gauge!("surgeflow_state_entries", "operator" => op, "kind" => kind).set(value);
+        }
+        if batch.is_empty() && self.out.is_empty() && self.dead.is_empty() {
+            return Ok(());
+        }
+        let result = match self.settings.delivery {
+            Delivery::ExactlyOnce => self.commit_transaction(consumer),
+            Delivery::AtLeastOnce => self.commit_at_least_once(consumer),
+        };
+        self.count_outputs();
+        self.out.clear();
+        self.dead.clear();
+        result
+    }
+
+    fn count_outputs(&self) {
+        let op = self.settings.operator;
+        let mut counts: BTreeMap<&str, u64> = BTreeMap::new();
+        for (topic, _, _) in self.out.iter() {
+            *counts.entry(topic).or_default() += 1;
+        }
+        for (topic, n) in counts {
+            metrics::counter!("surgeflow_records_out_total", "operator" => op, "topic" => topic.to_string()).increment(n);
+        }
+    }
+
+    /// Sends every pending output and dead letter to the producer's queue.
+    fn send_all(&self) -> Result<(), KafkaError> {
+        for (topic, key, payload) in self.out.iter() {
+            send(
+                &self.producer,
+                BaseRecord::to(topic).key(key).payload(payload),
+            )?;
+        }
+        for dead in &self.dead {
+            let mut record =
+                BaseRecord::<[u8], [u8]>::to(&self.settings.dlq).headers(dead.headers.clone());
+            if let Some(k) = &dead.key {
+                record = record.key(k.as_slice());
+            }
+            if let Some(p) = &dead.payload {
+                record = record.payload(p.as_slice());
+            }
+            send(&self.producer, record)?;
+        }
+        Ok(())
+    }
+
+    /// The next offsets to read of the assigned partitions, to commit with the batch.
+    fn positions(
+        &self,
+        consumer: &BaseConsumer<RuntimeContext>,
+    ) -> Result<TopicPartitionList, KafkaError> {
+        let positions = consumer.position()?;
+        let mut out = TopicPartitionList::new();
+        for e in positions.elements() {
+            let tp = TopicPartition {
+                topic: e.topic().to_string(),
+                partition: e.partition(),
+            };
+            if let Offset::Offset(o) = e.offset()
+                && self.assigned.contains(&tp)
+            {
+                out.add_partition_offset(&tp.topic, tp.partition, Offset::Offset(o))?;
+            }
+        }
+        Ok(out)
+    }
+
+    fn commit_transaction(
+        &mut self,
+        consumer: &BaseConsumer<RuntimeContext>,
+    ) -> Result<(), WorkerError> {
+        let op = self.settings.operator;
+        let started = Instant::now();
+        let attempt = (|| -> Result<(), KafkaError> {
+            self.producer.begin_transaction()?;
+            self.send_all()?;
+            let offsets = self.positions(consumer)?;
+            if offsets.count() > 0 {
+                let metadata = consumer
+                    .group_metadata()
+                    .ok_or(KafkaError::ConsumerCommit(RDKafkaErrorCode::State))?;
+                self.producer
+                    .send_offsets_to_transaction(&offsets, &metadata, CALL_TIMEOUT)?;
+            }
+            commit_with_retries(&self.producer)
+        })();
+        match attempt {
+            Ok(()) => {
+                metrics::histogram!("surgeflow_transaction_commit_seconds", "operator" => op)
+                    .record(started.elapsed().as_secs_f64());
+                self.count_dead_letters();
+                Ok(())
+            }
+            Err(e) => {
+                let fatal = matches!(&e, KafkaError::Transaction(t) if t.is_fatal());
+                metrics::counter!("surgeflow_transactions_aborted_total", "operator" => op,
+                    "reason" => if fatal { "fatal" } else { "abortable" })
+                .increment(1);
+                tracing::warn!(operator = op, error = %e, fatal, "transaction failed; rewinding to the committed offsets");
+                if fatal {
+                    self.producer = new_producer(&self.factory, &self.settings)?;
+                } else if let Err(abort) = self.producer.abort_transaction(CALL_TIMEOUT) {
+                    tracing::warn!(error = %abort, "abort failed; building a new producer");
+                    self.producer = new_producer(&self.factory, &self.settings)?;
+                }
+                self.rewind(consumer)
+            }
+        }
+    }
+
+    fn commit_at_least_once(
+        &mut self,
+        consumer: &BaseConsumer<RuntimeContext>,
+    ) -> Result<(), WorkerError> {
+        let started = Instant::now();
+        let before = self.producer.context().failed.load(Ordering::Relaxed);
+        self.send_all()?;
+        self.producer.flush(CALL_TIMEOUT)?;
+        if self.producer.context().failed.load(Ordering::Relaxed) != before {
+            tracing::warn!("deliveries failed; rewinding to the committed offsets");
+            return self.rewind(consumer);
+        }
+        let offsets = self.positions(consumer)?;
+        if offsets.count() > 0 {
+            consumer.commit(&offsets, CommitMode::Sync)?;
+        }
+        metrics::histogram!("surgeflow_transaction_commit_seconds", "operator" => self.settings.operator)
+            .record(started.elapsed().as_secs_f64());
+        self.count_dead_letters();
+        Ok(())
+    }
+
+    fn count_dead_letters(&self) {
+        for dead in &self.dead {
+            metrics::counter!("surgeflow_dlq_records_total", "operator" => self.settings.operator,
+                "topic" => dead.source_topic.clone(), "reason" => dead.reason)
+            .increment(1);
+        }
+    }
+
+    /// Seeks every assigned partition back to its committed offset and rebuilds the operator's
+    /// state as if the partitions had just been assigned.
+    fn rewind(&mut self, consumer: &BaseConsumer<RuntimeContext>) -> Result<(), WorkerError> {
+        let parts: Vec<TopicPartition> = self.assigned.iter().cloned().collect();
+        if parts.is_empty() {
+            return Ok(());
+        }
+        let committed = consumer.committed_offsets(tpl(&parts), CALL_TIMEOUT)?;
+        let mut seek = TopicPartitionList::new();
+        for e in committed.elements() {
+            let offset = match e.offset() {
+                Offset::Offset(o) => Offset::Offset(o),
+                _ => Offset::Beginning,
+            };
+            seek.add_partition_offset(e.topic(), e.partition(), offset)?;
+        }
+        consumer.seek_partitions(seek, CALL_TIMEOUT)?;
+        self.operator.on_revoked(&parts);
+        self.restore(consumer, &parts)?;
+        self.operator
+            .on_assigned(&parts, &mut context(&self.env, &mut self.out, false));
+        Ok(())
+    }
+}
+
+fn commit_with_retries(producer: &Producer_) -> Result<(), KafkaError> {
+    let mut attempts = 0;
+    loop {
+        match producer.commit_transaction(CALL_TIMEOUT) {
+            Err(KafkaError::Transaction(e)) if e.is_retriable() && attempts < 3 => {
+                attempts += 1;
+                tracing::warn!(error = %e, attempts, "commit is retriable; retrying");
+            }
+            other => return other,
+        }
+    }
+}
+
+fn new_producer(
+    factory: &ClientFactory,
+    settings: &WorkerSettings,
+) -> Result<Producer_, WorkerError> {
+    let config = match settings.delivery {
+        Delivery::ExactlyOnce => factory.transactional_producer_config(&settings.transactional_id),
+        Delivery::AtLeastOnce => factory.producer_config(),
+    };
+    let producer: Producer_ = config.create_with_context(DeliveryTracker::default())?;
+    if settings.delivery == Delivery::ExactlyOnce {
+        producer.init_transactions(CALL_TIMEOUT)?;
+    }
+    Ok(producer)
+}
+
+/// Enqueues one record, waiting for room when librdkafka's queue is full.
+fn send(producer: &Producer_, mut record: BaseRecord<'_, [u8], [u8]>) -> Result<(), KafkaError> {
+    loop {
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((e, back)) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) => {
+                producer.poll(Duration::from_millis(10));
+                record = back;
+            }
+            Err((e, _)) => return Err(e),
+        }
+    }
+}
+
+fn record_of<'a>(message: &'a BorrowedMessage<'_>) -> Record<'a> {
+    Record {
+        topic: message.topic(),
+        partition: message.partition(),
+        offset: message.offset(),
+        key: message.key(),
+        payload: message.payload(),
+        timestamp_ms: message.timestamp().to_millis(),
+    }
+}
+
+/// The DLQ record for a bad input record: its original key and bytes, and headers saying
+/// where it came from and why it was rejected.
+fn dead_letter(
+    operator: &str,
+    record: &Record<'_>,
+    reason: &'static str,
+    message: &str,
+) -> DeadLetter {
+    let partition = record.partition.to_string();
+    let offset = record.offset.to_string();
+    let time = now_ms().to_string();
+    let headers = OwnedHeaders::new()
+        .insert(Header {
+            key: "surgeflow.error.class",
+            value: Some("invalid_record"),
+        })
+        .insert(Header {
+            key: "surgeflow.error.reason",
+            value: Some(reason),
+        })
+        .insert(Header {
+            key: "surgeflow.error.message",
+            value: Some(message),
+        })
+        .insert(Header {
+            key: "surgeflow.source.topic",
+            value: Some(record.topic),
+        })
+        .insert(Header {
+            key: "surgeflow.source.partition",
+            value: Some(&partition),
+        })
+        .insert(Header {
+            key: "surgeflow.source.offset",
+            value: Some(&offset),
+        })
+        .insert(Header {
+            key: "surgeflow.operator",
+            value: Some(operator),
+        })
+        .insert(Header {
+            key: "surgeflow.time_ms",
+            value: Some(&time),
+        });
+    DeadLetter {
+        key: record.key.map(<[u8]>::to_vec),
+        payload: record.payload.map(<[u8]>::to_vec),
+        headers,
+        source_topic: record.topic.to_string(),
+        reason,
+    }
+}
