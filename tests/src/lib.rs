@@ -108,6 +108,162 @@ pub fn namespaced_topology(prefix: &str) -> Topology {
     topology
 }
 
+/// A copy of the project's topology in a namespace of its own, written to a file that operator
+/// binaries can be started with: every topic is renamed `<prefix>.<topic>`, every operator
+/// gets its own group and transactional ids, schema paths are absolute, and the connection
+/// points at the test cluster.
+pub struct TestTopology {
+    pub prefix: String,
+    pub path: PathBuf,
+    pub topology: Topology,
+}
+
+impl TestTopology {
+    /// Writes the namespaced topology.
+    ///
+    /// # Panics
+    /// When the project's topology cannot be read or rewritten (a bug in the test setup).
+    pub fn new(name: &str) -> Self {
+        use serde_yaml_ng::Value;
+        let prefix = unique_name(name);
+        let root = project_root();
+        let text =
+            std::fs::read_to_string(root.join("topology.yaml")).expect("reading topology.yaml");
+        let mut doc: Value = serde_yaml_ng::from_str(&text).expect("topology.yaml is YAML");
+        let rename = |v: &mut Value| {
+            if let Value::String(s) = v {
+                *s = format!("{prefix}.{s}");
+            }
+        };
+        let cluster = cluster();
+        doc["connection"]["kafka"]["bootstrap_servers"] =
+            Value::String(cluster.bootstrap_servers.clone());
+        doc["connection"]["registry"]["url"] = Value::String(cluster.registry_url.clone());
+        if let Some(Value::Mapping(topics)) = doc.get_mut("topics") {
+            let renamed = std::mem::take(topics)
+                .into_iter()
+                .map(|(mut name, mut spec)| {
+                    rename(&mut name);
+                    for field in ["key", "value"] {
+                        if let Some(Value::String(path)) = spec.get_mut(field)
+                            && path.ends_with(".avsc")
+                        {
+                            *path = root.join(&*path).display().to_string();
+                        }
+                    }
+                    (name, spec)
+                })
+                .collect();
+            *topics = renamed;
+        }
+        if let Some(Value::Mapping(operators)) = doc.get_mut("operators") {
+            for (name, spec) in operators.iter_mut() {
+                let name = name.as_str().unwrap_or_default().to_string();
+                for list in ["inputs", "outputs"] {
+                    if let Some(Value::Sequence(items)) = spec.get_mut(list) {
+                        items.iter_mut().for_each(rename);
+                    }
+                }
+                if let Some(dlq) = spec.get_mut("dlq") {
+                    rename(dlq);
+                }
+                spec["group_id"] = Value::String(format!("{prefix}.{name}"));
+                spec["transactional_id_prefix"] = Value::String(format!("{prefix}.{name}"));
+            }
+        }
+        let dir = root.join("target").join("test-topologies");
+        std::fs::create_dir_all(&dir).expect("creating target/test-topologies");
+        let path = dir.join(format!("{prefix}.yaml"));
+        std::fs::write(&path, serde_yaml_ng::to_string(&doc).expect("YAML"))
+            .expect("writing the test topology");
+        let topology = Topology::load(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        TestTopology {
+            prefix,
+            path,
+            topology,
+        }
+    }
+
+    /// The namespaced name of a project topic.
+    pub fn topic(&self, name: &str) -> String {
+        format!("{}.{name}", self.prefix)
+    }
+
+    /// Creates every topic and registers every schema, as `surgeflow topology apply` does.
+    ///
+    /// # Panics
+    /// When the cluster refuses.
+    pub async fn apply(&self) {
+        let admin = clients().admin().expect("admin client");
+        let registry = registry();
+        let state = surgeflow_kafka::admin::ClusterState::read(&self.topology, &admin, &registry)
+            .await
+            .expect("reading the cluster");
+        let changes = surgeflow_kafka::admin::plan(&self.topology, &state).expect("plan");
+        surgeflow_kafka::admin::apply(&self.topology, &changes, &admin, &registry)
+            .await
+            .expect("apply");
+    }
+}
+
+/// A running operator binary, killed when dropped.
+pub struct OperatorProcess {
+    child: std::process::Child,
+}
+
+impl OperatorProcess {
+    /// Starts `binary --topology <file> --instance-id <id>` with free HTTP ports.
+    ///
+    /// # Panics
+    /// When the binary cannot be started.
+    pub fn start(binary: &str, topology: &TestTopology, instance_id: &str) -> Self {
+        let child = std::process::Command::new(binary)
+            .arg("--topology")
+            .arg(&topology.path)
+            .arg("--instance-id")
+            .arg(instance_id)
+            .env("SURGEFLOW_HTTP_PORT", "0")
+            .env("SURGEFLOW_LOG", "warn")
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {binary}: {e}"));
+        OperatorProcess { child }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends `signal` (a number: 9 for SIGKILL, 15 for SIGTERM) to the process.
+    pub fn signal(&self, signal: i32) {
+        // Through kill(1), which keeps the harness free of unsafe code.
+        let _ = std::process::Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.pid().to_string())
+            .status();
+    }
+
+    /// Waits up to `timeout` for the process to exit, returning its exit code.
+    pub fn wait(&mut self, timeout: Duration) -> Option<i32> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+}
+
+impl Drop for OperatorProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Client settings for the test cluster.
 pub fn clients() -> ClientFactory {
     ClientFactory::from_topology(&topology().connection.kafka)
@@ -175,19 +331,27 @@ pub fn produce_raw<'a>(topic: &str, records: impl IntoIterator<Item = (&'a [u8],
     producer.flush(Duration::from_secs(30)).expect("flush");
 }
 
-/// Reads `topic` from the beginning with `read_committed` until `expected` records arrived or
-/// `timeout` passed, returning what arrived.
+/// Reads `topic` from the beginning with `read_committed` until `expected` records arrived (or
+/// `timeout` passed), then on until no record came for two seconds, so that extra records
+/// (duplicates, say) are returned too.
 pub fn read_raw(topic: &str, expected: usize, timeout: Duration) -> Vec<OwnedMessage> {
+    const SETTLE: Duration = Duration::from_secs(2);
     let consumer: BaseConsumer = clients()
         .consumer_config(&unique_name("reader"))
         .create()
         .expect("consumer");
     consumer.subscribe(&[topic]).expect("subscribe");
     let deadline = Instant::now() + timeout;
+    let mut last_record = Instant::now();
     let mut out = Vec::new();
-    while out.len() < expected && Instant::now() < deadline {
+    loop {
+        let now = Instant::now();
+        if now >= deadline || (out.len() >= expected && now.duration_since(last_record) >= SETTLE) {
+            break;
+        }
         if let Some(result) = consumer.poll(Duration::from_millis(100)) {
             out.push(result.expect("consuming").detach());
+            last_record = Instant::now();
         }
     }
     out

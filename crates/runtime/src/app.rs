@@ -85,6 +85,7 @@ fn run_with<O: OperatorFactory>(args: Args) -> Result<(), (u8, String)> {
     let settings = WorkerSettings {
         operator: O::NAME,
         group_id: spec.group_id.clone(),
+        group_instance_id: format!("{}.{instance}", spec.group_id),
         transactional_id: format!("{}.{instance}", spec.transactional_id_prefix),
         inputs: spec.inputs.to_vec(),
         outputs: spec.outputs.to_vec(),

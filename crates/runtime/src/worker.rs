@@ -45,6 +45,9 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct WorkerSettings {
     pub operator: &'static str,
     pub group_id: String,
+    /// Static group membership id (`group.instance.id`): a restarted instance with the same
+    /// id takes its partitions back at once instead of waiting for a rebalance.
+    pub group_instance_id: String,
     pub transactional_id: String,
     pub inputs: Vec<String>,
     pub outputs: Vec<String>,
@@ -194,7 +197,10 @@ impl<O: Operator> Worker<O> {
     /// When librdkafka refuses the settings or the subscription.
     pub fn consumer(&self) -> Result<BaseConsumer<RuntimeContext>, WorkerError> {
         let mut config = self.factory.consumer_config(&self.settings.group_id);
-        config.set("statistics.interval.ms", "5000");
+        config
+            .set("statistics.interval.ms", "5000")
+            .set("group.instance.id", &self.settings.group_instance_id)
+            .set("session.timeout.ms", "15000");
         let consumer: BaseConsumer<RuntimeContext> =
             config.create_with_context(RuntimeContext::new(self.settings.operator))?;
         let topics: Vec<&str> = self.settings.inputs.iter().map(String::as_str).collect();
