@@ -102,7 +102,7 @@ pub enum CancelledBy {
 }
 
 /// Which `trip.*` topic a routed trip event came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum TripEventKind {
     Requested,
