@@ -9,6 +9,7 @@
 //!   cooperative-sticky assignor, state restore by replaying recent input, and librdkafka's
 //!   error classes (retry, abort and rewind, rebuild the producer);
 //! - [`rebalance`]: the consumer context that records rebalances and exports consumer lag;
+//! - [`replay`]: reading recent input back in timestamp order to rebuild state;
 //! - [`http`]: `/metrics`, `/healthz`, `/readyz` and the operator's own routes;
 //! - [`app`]: the shared `main`: arguments, configuration, signals, exit codes.
 
@@ -16,6 +17,7 @@ pub mod app;
 pub mod http;
 pub mod operator;
 pub mod rebalance;
+pub mod replay;
 pub mod worker;
 
 pub use operator::{

@@ -36,9 +36,13 @@ use surgeflow_topology::Delivery;
 
 use crate::operator::{Context, Operator, Output, Record, RecordError, TopicPartition};
 use crate::rebalance::{AssignmentChange, RuntimeContext};
+use crate::replay::Replay;
 
 /// Timeout for one call to the broker (commit, offsets, metadata).
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Longest a state restore may take before the instance gives up (and is restarted).
+const RESTORE_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// Everything the loop needs to know about its operator instance.
 #[derive(Debug, Clone)]
@@ -154,6 +158,12 @@ pub struct Worker<O: Operator> {
     out: Output,
     dead: Vec<DeadLetter>,
     assigned: BTreeSet<TopicPartition>,
+    /// Revoked partitions whose state the operator still holds, in case the same rebalance
+    /// hands them back (the range assignor revokes everything at every rebalance).
+    parked: BTreeSet<TopicPartition>,
+    /// The offsets this instance last committed, to tell whether a partition handed back was
+    /// processed by anyone else in between.
+    last_committed: BTreeMap<TopicPartition, i64>,
     health: Arc<Health>,
     in_counts: BTreeMap<String, u64>,
 }
@@ -186,6 +196,8 @@ impl<O: Operator> Worker<O> {
             },
             dead: Vec::new(),
             assigned: BTreeSet::new(),
+            parked: BTreeSet::new(),
+            last_committed: BTreeMap::new(),
             health,
             in_counts: BTreeMap::new(),
         })
@@ -200,12 +212,25 @@ impl<O: Operator> Worker<O> {
         config
             .set("statistics.interval.ms", "5000")
             .set("group.instance.id", &self.settings.group_instance_id)
+            .set("partition.assignment.strategy", self.assignor())
             .set("session.timeout.ms", "15000");
         let consumer: BaseConsumer<RuntimeContext> =
             config.create_with_context(RuntimeContext::new(self.settings.operator))?;
         let topics: Vec<&str> = self.settings.inputs.iter().map(String::as_str).collect();
         consumer.subscribe(&topics)?;
         Ok(consumer)
+    }
+
+    /// Stateful operators read co-partitioned topics (partition p of each carries the same
+    /// regions) and need partition p of every input on the same instance, which the range
+    /// assignor guarantees and cooperative-sticky does not. Stateless ones take the
+    /// cooperative-sticky assignor, which moves only the partitions that must move.
+    fn assignor(&self) -> &'static str {
+        if self.operator.restore_horizon_ms().is_some() {
+            "range"
+        } else {
+            "cooperative-sticky"
+        }
     }
 
     /// Runs until `shutdown` is set, then finishes the batch, commits and leaves the group.
@@ -240,10 +265,12 @@ impl<O: Operator> Worker<O> {
             let _ = consumer.poll(Duration::from_millis(100));
             for change in consumer.context().take_changes() {
                 if let AssignmentChange::Revoked(parts) = change {
-                    self.operator.on_revoked(&parts);
+                    self.parked.extend(parts);
                 }
             }
         }
+        let parked: Vec<TopicPartition> = std::mem::take(&mut self.parked).into_iter().collect();
+        self.operator.on_revoked(&parked);
         self.health.ready.store(false, Ordering::Relaxed);
         Ok(())
     }
@@ -303,10 +330,10 @@ impl<O: Operator> Worker<O> {
                             .iter()
                             .any(|p| p.topic == m.topic() && p.partition == m.partition())
                     });
-                    for p in &parts {
-                        self.assigned.remove(p);
+                    for p in parts {
+                        self.assigned.remove(&p);
+                        self.parked.insert(p);
                     }
-                    self.operator.on_revoked(&parts);
                 }
                 AssignmentChange::Assigned(parts) => {
                     tracing::info!(
@@ -314,10 +341,7 @@ impl<O: Operator> Worker<O> {
                         ?parts,
                         "partitions assigned"
                     );
-                    self.restore(consumer, &parts)?;
-                    self.assigned.extend(parts.iter().cloned());
-                    self.operator
-                        .on_assigned(&parts, &mut context(&self.env, &mut self.out, false));
+                    self.assign(consumer, parts)?;
                 }
             }
             self.health
@@ -329,8 +353,50 @@ impl<O: Operator> Worker<O> {
         Ok(())
     }
 
+    /// Takes on `parts`: partitions handed back untouched keep their state; the others (and
+    /// parked ones not handed back) are dropped, and the new ones restored.
+    fn assign(
+        &mut self,
+        consumer: &BaseConsumer<RuntimeContext>,
+        parts: Vec<TopicPartition>,
+    ) -> Result<(), WorkerError> {
+        let committed = consumer.committed_offsets(tpl(&parts), CALL_TIMEOUT)?;
+        let untouched: BTreeSet<TopicPartition> = committed
+            .elements()
+            .iter()
+            .filter_map(|e| {
+                let tp = TopicPartition { topic: e.topic().to_string(), partition: e.partition() };
+                let same = matches!(e.offset(), Offset::Offset(c) if self.last_committed.get(&tp) == Some(&c));
+                (same && self.parked.contains(&tp)).then_some(tp)
+            })
+            .collect();
+        let gone: Vec<TopicPartition> = self
+            .parked
+            .iter()
+            .filter(|p| !untouched.contains(*p))
+            .cloned()
+            .collect();
+        if !gone.is_empty() {
+            self.operator.on_revoked(&gone);
+        }
+        self.parked.clear();
+        let fresh: Vec<TopicPartition> = parts
+            .iter()
+            .filter(|p| !untouched.contains(*p))
+            .cloned()
+            .collect();
+        self.restore(consumer, &fresh)?;
+        self.assigned.extend(parts);
+        if !fresh.is_empty() {
+            self.operator
+                .on_assigned(&fresh, &mut context(&self.env, &mut self.out, false));
+        }
+        Ok(())
+    }
+
     /// Rebuilds the state of `parts` by replaying their input from `restore_horizon_ms` ago up
-    /// to the committed offsets, with output suppressed (it was produced before).
+    /// to the committed offsets, in timestamp order, with output suppressed (it was produced
+    /// before).
     fn restore(
         &mut self,
         consumer: &BaseConsumer<RuntimeContext>,
@@ -339,13 +405,18 @@ impl<O: Operator> Worker<O> {
         let Some(horizon) = self.operator.restore_horizon_ms() else {
             return Ok(());
         };
+        if parts.is_empty() {
+            return Ok(());
+        }
         let op = self.settings.operator;
         let started = Instant::now();
         self.health.ready.store(false, Ordering::Relaxed);
         metrics::gauge!("surgeflow_restore_in_progress", "operator" => op).set(1.0);
-        let committed = consumer.committed_offsets(tpl(parts), CALL_TIMEOUT)?;
-        let mut ends: BTreeMap<TopicPartition, i64> = BTreeMap::new();
-        for e in committed.elements() {
+        let mut ends = BTreeMap::new();
+        for e in consumer
+            .committed_offsets(tpl(parts), CALL_TIMEOUT)?
+            .elements()
+        {
             if let Offset::Offset(c) = e.offset()
                 && c > 0
             {
@@ -359,68 +430,25 @@ impl<O: Operator> Worker<O> {
             }
         }
         let mut replayed = 0u64;
-        if !ends.is_empty() {
-            let reader: BaseConsumer = self
-                .factory
-                .consumer_config(&format!("{}.restore", self.settings.group_id))
-                .create()?;
-            let mut by_time = TopicPartitionList::new();
-            for p in ends.keys() {
-                by_time
-                    .add_partition_offset(&p.topic, p.partition, Offset::Offset(now_ms() - horizon))
-                    .map_err(WorkerError::Kafka)?;
-            }
-            let starts = reader.offsets_for_times(by_time, CALL_TIMEOUT)?;
-            let mut assignment = TopicPartitionList::new();
-            for e in starts.elements() {
-                let tp = TopicPartition {
-                    topic: e.topic().to_string(),
-                    partition: e.partition(),
-                };
-                let end = ends[&tp];
-                match e.offset() {
-                    Offset::Offset(s) if s < end => {
-                        assignment
-                            .add_partition_offset(&tp.topic, tp.partition, Offset::Offset(s))
-                            .map_err(WorkerError::Kafka)?;
-                    }
-                    _ => {
-                        ends.remove(&tp);
-                    }
+        let replay = Replay::open(
+            &self.factory,
+            &self.settings.group_id,
+            ends,
+            now_ms() - horizon,
+            RESTORE_TIMEOUT,
+        )
+        .map_err(|e| WorkerError::Fatal(format!("restore: {e}")))?;
+        if let Some(mut replay) = replay {
+            while let Some(message) = replay
+                .next()
+                .map_err(|e| WorkerError::Fatal(format!("restore: {e}")))?
+            {
+                let record = record_of(&message);
+                let mut ctx = context(&self.env, &mut self.out, true);
+                if let Err(RecordError::Fatal(e)) = self.operator.process(&record, &mut ctx) {
+                    return Err(WorkerError::Fatal(e));
                 }
-            }
-            if assignment.count() > 0 {
-                reader.assign(&assignment)?;
-                let deadline = Instant::now() + Duration::from_secs(600);
-                while !ends.is_empty() && Instant::now() < deadline {
-                    let Some(result) = reader.poll(Duration::from_millis(500)) else {
-                        self.finish_restored_partitions(&reader, &mut ends);
-                        continue;
-                    };
-                    let message = result?;
-                    let tp = TopicPartition {
-                        topic: message.topic().to_string(),
-                        partition: message.partition(),
-                    };
-                    let Some(&end) = ends.get(&tp) else { continue };
-                    if message.offset() < end {
-                        let record = record_of(&message);
-                        let mut ctx = context(&self.env, &mut self.out, true);
-                        if let Err(RecordError::Fatal(e)) = self.operator.process(&record, &mut ctx)
-                        {
-                            return Err(WorkerError::Fatal(e));
-                        }
-                        replayed += 1;
-                    }
-                    if message.offset() + 1 >= end {
-                        ends.remove(&tp);
-                    }
-                }
-                if !ends.is_empty() {
-                    return Err(WorkerError::Fatal(format!(
-                        "restore of {ends:?} did not reach the committed offsets"
-                    )));
-                }
+                replayed += 1;
             }
         }
         self.out.set_suppressed(false);
@@ -431,28 +459,6 @@ impl<O: Operator> Worker<O> {
         tracing::info!(operator = op, ?parts, replayed, seconds, "state restored");
         self.health.ready.store(true, Ordering::Relaxed);
         Ok(())
-    }
-
-    /// Drops partitions whose committed offset the reader has reached without a record (the
-    /// last records before it can be transaction markers, which are never delivered).
-    fn finish_restored_partitions(
-        &self,
-        reader: &BaseConsumer,
-        ends: &mut BTreeMap<TopicPartition, i64>,
-    ) {
-        if let Ok(positions) = reader.position() {
-            for e in positions.elements() {
-                if let Offset::Offset(pos) = e.offset() {
-                    let tp = TopicPartition {
-                        topic: e.topic().to_string(),
-                        partition: e.partition(),
-                    };
-                    if ends.get(&tp).is_some_and(|&end| pos >= end) {
-                        ends.remove(&tp);
-                    }
-                }
-            }
-        }
     }
 
     fn process_and_commit(
@@ -570,10 +576,12 @@ impl<O: Operator> Worker<O> {
     ) -> Result<(), WorkerError> {
         let op = self.settings.operator;
         let started = Instant::now();
+        let mut committed = TopicPartitionList::new();
         let attempt = (|| -> Result<(), KafkaError> {
             self.producer.begin_transaction()?;
             self.send_all()?;
             let offsets = self.positions(consumer)?;
+            committed = offsets.clone();
             if offsets.count() > 0 {
                 let metadata = consumer
                     .group_metadata()
@@ -587,6 +595,7 @@ impl<O: Operator> Worker<O> {
             Ok(()) => {
                 metrics::histogram!("surgeflow_transaction_commit_seconds", "operator" => op)
                     .record(started.elapsed().as_secs_f64());
+                self.remember_committed(&committed);
                 self.count_dead_letters();
                 Ok(())
             }
@@ -623,10 +632,25 @@ impl<O: Operator> Worker<O> {
         if offsets.count() > 0 {
             consumer.commit(&offsets, CommitMode::Sync)?;
         }
+        self.remember_committed(&offsets);
         metrics::histogram!("surgeflow_transaction_commit_seconds", "operator" => self.settings.operator)
             .record(started.elapsed().as_secs_f64());
         self.count_dead_letters();
         Ok(())
+    }
+
+    fn remember_committed(&mut self, offsets: &TopicPartitionList) {
+        for e in offsets.elements() {
+            if let Offset::Offset(o) = e.offset() {
+                self.last_committed.insert(
+                    TopicPartition {
+                        topic: e.topic().to_string(),
+                        partition: e.partition(),
+                    },
+                    o,
+                );
+            }
+        }
     }
 
     fn count_dead_letters(&self) {
@@ -704,7 +728,7 @@ fn send(producer: &Producer_, mut record: BaseRecord<'_, [u8], [u8]>) -> Result<
     }
 }
 
-fn record_of<'a>(message: &'a BorrowedMessage<'_>) -> Record<'a> {
+fn record_of<M: Message>(message: &M) -> Record<'_> {
     Record {
         topic: message.topic(),
         partition: message.partition(),
