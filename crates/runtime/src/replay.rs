@@ -107,7 +107,7 @@ impl Replay {
     ///
     /// # Errors
     /// [`ReplayError`] on a consumer error or when the deadline passes.
-    pub fn next(&mut self) -> Result<Option<OwnedMessage>, ReplayError> {
+    pub fn next_record(&mut self) -> Result<Option<OwnedMessage>, ReplayError> {
         loop {
             // A head can go out once every partition that may still deliver has one queued.
             let waiting = self
