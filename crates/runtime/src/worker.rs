@@ -440,7 +440,7 @@ impl<O: Operator> Worker<O> {
         .map_err(|e| WorkerError::Fatal(format!("restore: {e}")))?;
         if let Some(mut replay) = replay {
             while let Some(message) = replay
-                .next()
+                .next_record()
                 .map_err(|e| WorkerError::Fatal(format!("restore: {e}")))?
             {
                 let record = record_of(&message);
