@@ -14,7 +14,7 @@ pub struct LocationRouterParams {
     /// (0 = no tolerance for clock skew). Default 30000.
     pub max_future_ms: u64,
     /// Pings older than this (by event time, against the router's clock) are rejected,
-    /// milliseconds. Default 600000.
+    /// milliseconds; 0 turns the check off (replays of historical data). Default 600000.
     pub max_age_ms: u64,
 }
 
@@ -35,7 +35,8 @@ pub struct TripRouterParams {
     /// Events stamped more than this ahead of the router's clock are rejected, milliseconds.
     /// Default 30000.
     pub max_future_ms: u64,
-    /// Events older than this (by event time) are rejected, milliseconds. Default 3600000.
+    /// Events older than this (by event time) are rejected, milliseconds; 0 turns the check
+    /// off (replays of historical data). Default 3600000.
     pub max_age_ms: u64,
 }
 

@@ -7,7 +7,7 @@ use std::path::Path;
 use crate::connection::{KafkaConnection, RegistryConnection, SecurityProtocol};
 use crate::error::TopologyError;
 use crate::operator::OperatorCommon;
-use crate::params::{LocationRouterParams, MatcherParams, SurgePricerParams, TripRouterParams};
+use crate::params::{LocationRouterParams, MatcherParams, SurgePricerParams};
 use crate::topic::{PayloadFormat, TopicSpec};
 use crate::{GeoSettings, Topology};
 
@@ -329,9 +329,6 @@ fn operators(p: &mut Problems, topology: &Topology) {
     if let Some(spec) = &ops.location_router {
         location_router(p, &params_base(crate::LOCATION_ROUTER), &spec.params);
     }
-    if let Some(spec) = &ops.trip_router {
-        trip_router(p, &params_base(crate::TRIP_ROUTER), &spec.params);
-    }
     if let Some(spec) = &ops.surge_pricer {
         surge_pricer(p, &params_base(crate::SURGE_PRICER), &spec.params);
     }
@@ -420,13 +417,9 @@ fn operator_common(p: &mut Problems, topology: &Topology, op: &OperatorCommon<'_
     }
 }
 
+/// `max_age_ms` may be 0, which turns the age check off (replays of historical data).
 fn location_router(p: &mut Problems, base: &str, params: &LocationRouterParams) {
     p.positive(format!("{base}.max_accuracy_m"), params.max_accuracy_m);
-    p.positive_ms(format!("{base}.max_age_ms"), params.max_age_ms);
-}
-
-fn trip_router(p: &mut Problems, base: &str, params: &TripRouterParams) {
-    p.positive_ms(format!("{base}.max_age_ms"), params.max_age_ms);
 }
 
 fn surge_pricer(p: &mut Problems, base: &str, params: &SurgePricerParams) {
