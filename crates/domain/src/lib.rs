@@ -8,9 +8,11 @@
 //!   which cells and regions an event touches.
 //! - [`routing`]: the routers' checks (plausible coordinates and times) and where an event
 //!   goes (cell, home region, halo regions).
+//! - [`surge`]: the surge-pricer's watermark, supply, demand, smoothing and damped multipliers.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod geo;
 pub mod routing;
+pub mod surge;
