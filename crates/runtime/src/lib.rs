@@ -8,11 +8,13 @@
 //!   records with provenance headers inside the same transaction, rebalance handling with the
 //!   cooperative-sticky assignor, state restore by replaying recent input, and librdkafka's
 //!   error classes (retry, abort and rewind, rebuild the producer);
+//! - [`align`]: timestamp-ordered processing of co-partitioned inputs for stateful operators;
 //! - [`rebalance`]: the consumer context that records rebalances and exports consumer lag;
 //! - [`replay`]: reading recent input back in timestamp order to rebuild state;
 //! - [`http`]: `/metrics`, `/healthz`, `/readyz` and the operator's own routes;
 //! - [`app`]: the shared `main`: arguments, configuration, signals, exit codes.
 
+pub mod align;
 pub mod app;
 pub mod http;
 pub mod operator;

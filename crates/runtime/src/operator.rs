@@ -91,6 +91,7 @@ struct Pending {
     topic: OutputTopic,
     key: Range<usize>,
     payload: Range<usize>,
+    timestamp_ms: Option<i64>,
 }
 
 /// The records an operator emits during a batch. They are kept in one buffer and produced by
@@ -120,7 +121,9 @@ impl Output {
     }
 
     /// Emits a record whose payload is written by `write` (typically an encoder appending the
-    /// wire format).
+    /// wire format). `timestamp_ms` becomes the record's timestamp; operators pass the event
+    /// time, so that downstream stateful operators can order their inputs by it (and find a
+    /// restore's starting offset by time); `None` lets the producer stamp it.
     ///
     /// # Errors
     /// Whatever `write` returns; nothing is emitted then.
@@ -128,6 +131,7 @@ impl Output {
         &mut self,
         topic: OutputTopic,
         key: &[u8],
+        timestamp_ms: Option<i64>,
         write: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
     ) -> Result<(), E> {
         if self.suppressed {
@@ -144,13 +148,20 @@ impl Output {
             topic,
             key: start..key_end,
             payload: key_end..self.bytes.len(),
+            timestamp_ms,
         });
         Ok(())
     }
 
     /// Emits a record with the given payload bytes.
-    pub fn emit(&mut self, topic: OutputTopic, key: &[u8], payload: &[u8]) {
-        let _ = self.emit_with::<std::convert::Infallible>(topic, key, |buf| {
+    pub fn emit(
+        &mut self,
+        topic: OutputTopic,
+        key: &[u8],
+        timestamp_ms: Option<i64>,
+        payload: &[u8],
+    ) {
+        let _ = self.emit_with::<std::convert::Infallible>(topic, key, timestamp_ms, |buf| {
             buf.extend_from_slice(payload);
             Ok(())
         });
@@ -170,13 +181,14 @@ impl Output {
         self.suppressed = suppressed;
     }
 
-    /// The waiting records as (topic name, key, payload).
-    pub(crate) fn iter(&self) -> impl Iterator<Item = (&str, &[u8], &[u8])> {
+    /// The waiting records as (topic name, key, payload, timestamp).
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&str, &[u8], &[u8], Option<i64>)> {
         self.records.iter().map(|r| {
             (
                 self.topics[r.topic.0].as_str(),
                 &self.bytes[r.key.clone()],
                 &self.bytes[r.payload.clone()],
+                r.timestamp_ms,
             )
         })
     }
@@ -298,20 +310,23 @@ mod tests {
     fn output_keeps_records_in_one_buffer() {
         let mut out = Output::new(vec!["a".into(), "b".into()]);
         let b = out.topic("b").unwrap();
-        out.emit(b, b"k1", b"v1");
-        let r: Result<(), &str> = out.emit_with(b, b"k2", |buf| {
+        out.emit(b, b"k1", Some(7), b"v1");
+        let r: Result<(), &str> = out.emit_with(b, b"k2", None, |buf| {
             buf.extend_from_slice(b"partial");
             Err("boom")
         });
         assert!(r.is_err());
-        out.emit(out.topic("a").unwrap(), b"", b"v3");
+        out.emit(out.topic("a").unwrap(), b"", None, b"v3");
         let got: Vec<_> = out.iter().collect();
         assert_eq!(
             got,
-            vec![("b", &b"k1"[..], &b"v1"[..]), ("a", &b""[..], &b"v3"[..])]
+            vec![
+                ("b", &b"k1"[..], &b"v1"[..], Some(7)),
+                ("a", &b""[..], &b"v3"[..], None)
+            ]
         );
         out.set_suppressed(true);
-        out.emit(b, b"k", b"v");
+        out.emit(b, b"k", None, b"v");
         assert_eq!(out.len(), 2);
         out.clear();
         assert!(out.is_empty());

@@ -27,19 +27,23 @@ use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
+use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use surgeflow_kafka::{ClientFactory, SchemaCache};
 use surgeflow_topology::Delivery;
 
+use crate::align::Aligner;
 use crate::operator::{Context, Operator, Output, Record, RecordError, TopicPartition};
 use crate::rebalance::{AssignmentChange, RuntimeContext};
 use crate::replay::Replay;
 
 /// Timeout for one call to the broker (commit, offsets, metadata).
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long a stateful operator's co-partitions wait for an empty sibling before going on.
+const ALIGN_IDLE: Duration = Duration::from_millis(500);
 
 /// Longest a state restore may take before the instance gives up (and is restarted).
 const RESTORE_TIMEOUT: Duration = Duration::from_secs(600);
@@ -166,6 +170,15 @@ pub struct Worker<O: Operator> {
     last_committed: BTreeMap<TopicPartition, i64>,
     health: Arc<Health>,
     in_counts: BTreeMap<String, u64>,
+    /// Stateful operators process their co-partitioned inputs in timestamp order.
+    aligner: Option<Aligner>,
+}
+
+/// One batch of records: borrowed from the consumer (stateless operators, no copy), or taken
+/// from the aligner in timestamp order (stateful operators).
+enum Batch<'c> {
+    Borrowed(Vec<BorrowedMessage<'c>>),
+    Aligned(Vec<OwnedMessage>),
 }
 
 impl<O: Operator> Worker<O> {
@@ -183,6 +196,9 @@ impl<O: Operator> Worker<O> {
     ) -> Result<Self, WorkerError> {
         let producer = new_producer(&factory, &settings)?;
         let settings_retry = settings.registry_retry;
+        let aligner = operator
+            .restore_horizon_ms()
+            .map(|_| Aligner::new(ALIGN_IDLE));
         Ok(Worker {
             operator,
             out: Output::new(settings.outputs.clone()),
@@ -200,6 +216,7 @@ impl<O: Operator> Worker<O> {
             last_committed: BTreeMap::new(),
             health,
             in_counts: BTreeMap::new(),
+            aligner,
         })
     }
 
@@ -278,13 +295,14 @@ impl<O: Operator> Worker<O> {
     fn gather<'c>(
         &mut self,
         consumer: &'c BaseConsumer<RuntimeContext>,
-    ) -> Result<Vec<BorrowedMessage<'c>>, WorkerError> {
-        let mut batch: Vec<BorrowedMessage<'c>> =
-            Vec::with_capacity(self.settings.max_batch.min(4096));
+    ) -> Result<Batch<'c>, WorkerError> {
+        let max = self.settings.max_batch;
+        let mut batch: Vec<BorrowedMessage<'c>> = Vec::with_capacity(max.min(4096));
         let deadline = Instant::now() + self.settings.commit_interval;
-        while batch.len() < self.settings.max_batch {
+        loop {
+            let buffered = self.aligner.as_ref().map_or(batch.len(), Aligner::len);
             let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
+            if buffered >= max || left.is_zero() {
                 break;
             }
             let polled = consumer.poll(left);
@@ -295,8 +313,12 @@ impl<O: Operator> Worker<O> {
                         topic: message.topic().to_string(),
                         partition: message.partition(),
                     };
-                    if self.assigned.contains(&tp) {
-                        batch.push(message);
+                    if !self.assigned.contains(&tp) {
+                        continue;
+                    }
+                    match &mut self.aligner {
+                        Some(aligner) => aligner.push(tp, message.detach()),
+                        None => batch.push(message),
                     }
                 }
                 Some(Err(e)) => {
@@ -308,7 +330,10 @@ impl<O: Operator> Worker<O> {
                 None => {}
             }
         }
-        Ok(batch)
+        Ok(match &mut self.aligner {
+            Some(aligner) => Batch::Aligned(aligner.take(&self.assigned, max, Instant::now())),
+            None => Batch::Borrowed(batch),
+        })
     }
 
     /// Acts on the rebalances recorded during the last poll.
@@ -330,6 +355,9 @@ impl<O: Operator> Worker<O> {
                             .iter()
                             .any(|p| p.topic == m.topic() && p.partition == m.partition())
                     });
+                    if let Some(aligner) = &mut self.aligner {
+                        aligner.drop_partitions(&parts);
+                    }
                     for p in parts {
                         self.assigned.remove(&p);
                         self.parked.insert(p);
@@ -464,7 +492,18 @@ impl<O: Operator> Worker<O> {
     fn process_and_commit(
         &mut self,
         consumer: &BaseConsumer<RuntimeContext>,
-        batch: &[BorrowedMessage<'_>],
+        batch: &Batch<'_>,
+    ) -> Result<(), WorkerError> {
+        match batch {
+            Batch::Borrowed(records) => self.process_records(consumer, records),
+            Batch::Aligned(records) => self.process_records(consumer, records),
+        }
+    }
+
+    fn process_records<M: Message>(
+        &mut self,
+        consumer: &BaseConsumer<RuntimeContext>,
+        batch: &[M],
     ) -> Result<(), WorkerError> {
         let op = self.settings.operator;
         self.in_counts.clear();
@@ -519,7 +558,7 @@ impl<O: Operator> Worker<O> {
     fn count_outputs(&self) {
         let op = self.settings.operator;
         let mut counts: BTreeMap<&str, u64> = BTreeMap::new();
-        for (topic, _, _) in self.out.iter() {
+        for (topic, _, _, _) in self.out.iter() {
             *counts.entry(topic).or_default() += 1;
         }
         for (topic, n) in counts {
@@ -529,11 +568,12 @@ impl<O: Operator> Worker<O> {
 
     /// Sends every pending output and dead letter to the producer's queue.
     fn send_all(&self) -> Result<(), KafkaError> {
-        for (topic, key, payload) in self.out.iter() {
-            send(
-                &self.producer,
-                BaseRecord::to(topic).key(key).payload(payload),
-            )?;
+        for (topic, key, payload, timestamp) in self.out.iter() {
+            let mut record = BaseRecord::to(topic).key(key).payload(payload);
+            if let Some(ts) = timestamp {
+                record = record.timestamp(ts);
+            }
+            send(&self.producer, record)?;
         }
         for dead in &self.dead {
             let mut record =
@@ -549,7 +589,8 @@ impl<O: Operator> Worker<O> {
         Ok(())
     }
 
-    /// The next offsets to read of the assigned partitions, to commit with the batch.
+    /// The offsets to commit with the batch: the next record to process of each assigned
+    /// partition.
     fn positions(
         &self,
         consumer: &BaseConsumer<RuntimeContext>,
@@ -561,10 +602,17 @@ impl<O: Operator> Worker<O> {
                 topic: e.topic().to_string(),
                 partition: e.partition(),
             };
+            // Records still buffered for ordering are not processed yet: commit up to the
+            // first of them. Otherwise the position, which steps over transaction markers.
+            let buffered = self.aligner.as_ref().and_then(|a| a.first_unprocessed(&tp));
             if let Offset::Offset(o) = e.offset()
                 && self.assigned.contains(&tp)
             {
-                out.add_partition_offset(&tp.topic, tp.partition, Offset::Offset(o))?;
+                out.add_partition_offset(
+                    &tp.topic,
+                    tp.partition,
+                    Offset::Offset(buffered.unwrap_or(o)),
+                )?;
             }
         }
         Ok(out)
@@ -667,6 +715,9 @@ impl<O: Operator> Worker<O> {
         let parts: Vec<TopicPartition> = self.assigned.iter().cloned().collect();
         if parts.is_empty() {
             return Ok(());
+        }
+        if let Some(aligner) = &mut self.aligner {
+            aligner.drop_partitions(&parts);
         }
         let committed = consumer.committed_offsets(tpl(&parts), CALL_TIMEOUT)?;
         let mut seek = TopicPartitionList::new();

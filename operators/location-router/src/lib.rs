@@ -88,9 +88,12 @@ impl LocationRouter {
             use std::fmt::Write;
             let _ = write!(self.key, "{region}");
             ctx.out
-                .emit_with(self.output, self.key.as_bytes(), |buf| {
-                    self.encoder.encode_into(&copy, buf)
-                })
+                .emit_with(
+                    self.output,
+                    self.key.as_bytes(),
+                    Some(ping.event_time),
+                    |buf| self.encoder.encode_into(&copy, buf),
+                )
                 .map_err(|e| RecordError::Fatal(e.to_string()))?;
         }
         Ok(())

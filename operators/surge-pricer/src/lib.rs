@@ -26,11 +26,13 @@ use std::fmt::Write;
 
 use surgeflow_domain::geo::{Cell, LatLon, Region};
 use surgeflow_domain::surge::{
-    Admission, DriverKey, DriverPing, DriverStatus as EngineStatus, SurgeConfig, SurgeEngine, SurgeUpdate, TripKey,
-    TripKind, TripSignal, replay_horizon_ms,
+    Admission, DriverKey, DriverPing, DriverStatus as EngineStatus, SurgeConfig, SurgeEngine,
+    SurgeUpdate, TripKey, TripKind, TripSignal, replay_horizon_ms,
 };
 use surgeflow_kafka::{ClientFactory, Encoder, Registry};
-use surgeflow_runtime::{Context, Operator, OperatorFactory, OutputTopic, Record, RecordError, TopicPartition};
+use surgeflow_runtime::{
+    Context, Operator, OperatorFactory, OutputTopic, Record, RecordError, TopicPartition,
+};
 use surgeflow_schema::{DriverStatus, GeoDriver, GeoTrip, Product, SurgeMultiplier, TripEventKind};
 use surgeflow_topology::Topology;
 
@@ -42,7 +44,9 @@ pub const NAME: &str = "surge-pricer";
 /// A stable 64-bit hash (FNV-1a) of an id: the engine keys drivers and trips by it, and a
 /// replay in another process must derive the same keys.
 pub fn stable_key(id: &str) -> u64 {
-    id.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+    id.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 /// Which input a record came from.
@@ -133,7 +137,9 @@ pub fn engine_config(topology: &Topology) -> anyhow::Result<SurgeConfig> {
         stale_after_ms: p.stale_after_ms as i64,
         ..SurgeConfig::default()
     };
-    config.validate().map_err(|e| anyhow::anyhow!("operators.{NAME}.params: {e}"))?;
+    config
+        .validate()
+        .map_err(|e| anyhow::anyhow!("operators.{NAME}.params: {e}"))?;
     Ok(config)
 }
 
@@ -150,7 +156,11 @@ impl SurgePricer {
 
     /// The partition's engine, created on its first record: restoring while the runtime
     /// replays, live otherwise.
-    fn partition(&mut self, partition: i32, ctx: &Context<'_>) -> Result<&mut Partition, RecordError> {
+    fn partition(
+        &mut self,
+        partition: i32,
+        ctx: &Context<'_>,
+    ) -> Result<&mut Partition, RecordError> {
         if !self.partitions.contains_key(&partition) {
             // A restoring engine ignores nothing: the runtime replays from a broker time, and
             // event times may be anything (a replay of historical data), so cutting by event
@@ -161,7 +171,13 @@ impl SurgePricer {
                 SurgeEngine::new(self.config.clone())
             }
             .map_err(|e| RecordError::Fatal(e.to_string()))?;
-            self.partitions.insert(partition, Partition { engine, regions: BTreeSet::new() });
+            self.partitions.insert(
+                partition,
+                Partition {
+                    engine,
+                    regions: BTreeSet::new(),
+                },
+            );
         }
         self.partitions
             .get_mut(&partition)
@@ -184,7 +200,12 @@ impl SurgePricer {
             self.key.clear();
             let _ = write!(self.key, "{}:{}", value.cell, value.product.symbol());
             ctx.out
-                .emit_with(self.output, self.key.as_bytes(), |buf| self.encoder.encode_into(&value, buf))
+                .emit_with(
+                    self.output,
+                    self.key.as_bytes(),
+                    Some(value.computed_at),
+                    |buf| self.encoder.encode_into(&value, buf),
+                )
                 .map_err(|e| RecordError::Fatal(e.to_string()))?;
         }
         Ok(())
@@ -208,7 +229,10 @@ impl Operator for SurgePricer {
                 part.engine.ingest_ping(
                     DriverPing {
                         driver: DriverKey(stable_key(&d.driver_id)),
-                        position: LatLon { lat: d.lat, lon: d.lon },
+                        position: LatLon {
+                            lat: d.lat,
+                            lon: d.lon,
+                        },
                         cell,
                         product: d.product,
                         status: engine_status(d.status),
@@ -284,7 +308,11 @@ impl Operator for SurgePricer {
         let restoring: Vec<i32> = numbers
             .iter()
             .copied()
-            .filter(|p| self.partitions.get(p).is_some_and(|part| part.engine.is_restoring()))
+            .filter(|p| {
+                self.partitions
+                    .get(p)
+                    .is_some_and(|part| part.engine.is_restoring())
+            })
             .collect();
         if restoring.is_empty() {
             return;
@@ -332,7 +360,12 @@ impl Operator for SurgePricer {
             trips += part.engine.trips_tracked();
             bytes += part.engine.bytes_estimate();
         }
-        vec![("drivers", drivers as f64), ("cells", cells as f64), ("trips", trips as f64), ("bytes", bytes as f64)]
+        vec![
+            ("drivers", drivers as f64),
+            ("cells", cells as f64),
+            ("trips", trips as f64),
+            ("bytes", bytes as f64),
+        ]
     }
 }
 
@@ -355,15 +388,20 @@ impl OperatorFactory for SurgePricer {
             })
         };
         let driver_topic = by_schema("geo_driver.avsc")
-            .ok_or_else(|| anyhow::anyhow!("operators.{NAME}.inputs: no topic with the GeoDriver schema"))?
+            .ok_or_else(|| {
+                anyhow::anyhow!("operators.{NAME}.inputs: no topic with the GeoDriver schema")
+            })?
             .clone();
         let trip_topic = by_schema("geo_trip.avsc")
-            .ok_or_else(|| anyhow::anyhow!("operators.{NAME}.inputs: no topic with the GeoTrip schema"))?
+            .ok_or_else(|| {
+                anyhow::anyhow!("operators.{NAME}.inputs: no topic with the GeoTrip schema")
+            })?
             .clone();
         let [output_topic] = spec.outputs.as_slice() else {
             anyhow::bail!("operators.{NAME}.outputs: exactly one output topic expected");
         };
-        let output = OutputTopic::resolve(&spec.outputs, output_topic).map_err(anyhow::Error::msg)?;
+        let output =
+            OutputTopic::resolve(&spec.outputs, output_topic).map_err(anyhow::Error::msg)?;
         let encoder = Encoder::register(registry, &format!("{output_topic}-value")).await?;
         Ok(SurgePricer {
             config,
@@ -400,7 +438,7 @@ mod tests {
     #[test]
     fn the_project_topology_gives_a_valid_engine_config() {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-        let topology = Topology::load(&root.join("topology.yaml")).unwrap();
+        let topology = Topology::load(root.join("topology.yaml")).unwrap();
         let config = engine_config(&topology).unwrap();
         assert_eq!(config.cap, 3.0);
         assert_eq!(config.curve, vec![(1.0, 1.0), (2.0, 1.5), (4.0, 2.5)]);

@@ -18,15 +18,25 @@ use surgeflow_schema::{Product, SurgeMultiplier};
 ///
 /// # Errors
 /// A message when the topic cannot be read to its end within two minutes.
-pub fn read_all(factory: &ClientFactory, registry: &Registry, topic: &str) -> Result<Vec<(Cell, Product, f64)>, String> {
+pub fn read_all(
+    factory: &ClientFactory,
+    registry: &Registry,
+    topic: &str,
+) -> Result<Vec<(Cell, Product, f64)>, String> {
     let consumer: BaseConsumer = factory
-        .consumer_config(&format!("surgeflow.surge-pricer.readback.{}", std::process::id()))
+        .consumer_config(&format!(
+            "surgeflow.surge-pricer.readback.{}",
+            std::process::id()
+        ))
         .create()
         .map_err(|e| e.to_string())?;
     let metadata = consumer
         .fetch_metadata(Some(topic), Duration::from_secs(10))
         .map_err(|e| e.to_string())?;
-    let partitions = metadata.topics().first().map_or(0, |t| t.partitions().len() as i32);
+    let partitions = metadata
+        .topics()
+        .first()
+        .map_or(0, |t| t.partitions().len() as i32);
     let mut ends = HashMap::new();
     let mut assignment = TopicPartitionList::new();
     for p in 0..partitions {
@@ -35,14 +45,19 @@ pub fn read_all(factory: &ClientFactory, registry: &Registry, topic: &str) -> Re
             .map_err(|e| e.to_string())?;
         if high > 0 {
             ends.insert(p, high);
-            assignment.add_partition_offset(topic, p, Offset::Beginning).map_err(|e| e.to_string())?;
+            assignment
+                .add_partition_offset(topic, p, Offset::Beginning)
+                .map_err(|e| e.to_string())?;
         }
     }
     if ends.is_empty() {
         return Ok(Vec::new());
     }
     consumer.assign(&assignment).map_err(|e| e.to_string())?;
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
     let schemas = SchemaCache::new(registry.clone());
     let mut latest: HashMap<(Cell, Product), f64> = HashMap::new();
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -58,7 +73,10 @@ pub fn read_all(factory: &ClientFactory, registry: &Registry, topic: &str) -> Re
                 {
                     latest.insert((cell, v.product), v.multiplier);
                 }
-                if ends.get(&m.partition()).is_some_and(|end| m.offset() + 1 >= *end) {
+                if ends
+                    .get(&m.partition())
+                    .is_some_and(|end| m.offset() + 1 >= *end)
+                {
                     ends.remove(&m.partition());
                 }
             }

@@ -56,11 +56,19 @@ pub struct SharedView {
 impl SharedView {
     /// An empty view.
     pub fn new(region_precision: u8) -> Self {
-        SharedView { inner: Arc::default(), region_precision }
+        SharedView {
+            inner: Arc::default(),
+            region_precision,
+        }
     }
 
     /// Replaces a partition's entries with the engine's current view.
-    pub fn refresh(&self, partition: i32, engine: &SurgeEngine<Product>, regions: &BTreeSet<Region>) {
+    pub fn refresh(
+        &self,
+        partition: i32,
+        engine: &SurgeEngine<Product>,
+        regions: &BTreeSet<Region>,
+    ) {
         let mut fresh: BTreeMap<Cell, Vec<CellReport>> = BTreeMap::new();
         for v in engine.cell_views() {
             fresh.entry(v.cell).or_default().push(CellReport {
@@ -72,7 +80,9 @@ impl SharedView {
                 last_update_ms: v.last_input_ms,
             });
         }
-        self.inner.cells.retain(|cell, (p, _)| *p != partition || fresh.contains_key(cell));
+        self.inner
+            .cells
+            .retain(|cell, (p, _)| *p != partition || fresh.contains_key(cell));
         for (cell, reports) in fresh {
             self.inner.cells.insert(cell, (partition, reports));
         }
@@ -86,7 +96,10 @@ impl SharedView {
     }
 
     fn owns(&self, region: Region) -> bool {
-        self.inner.regions.iter().any(|r| r.value().contains(&region))
+        self.inner
+            .regions
+            .iter()
+            .any(|r| r.value().contains(&region))
     }
 
     /// The reports of one cell: `None` when its region is not owned here.
@@ -95,7 +108,13 @@ impl SharedView {
         if !self.owns(region) {
             return None;
         }
-        Some(self.inner.cells.get(&cell).map(|e| e.value().1.clone()).unwrap_or_default())
+        Some(
+            self.inner
+                .cells
+                .get(&cell)
+                .map(|e| e.value().1.clone())
+                .unwrap_or_default(),
+        )
     }
 
     /// Every owned report whose cell centre lies in `bbox`.
@@ -120,7 +139,11 @@ struct BoxQuery {
 fn parse_bbox(text: &str) -> Result<BoundingBox, String> {
     let parts: Vec<f64> = text
         .split(',')
-        .map(|p| p.trim().parse::<f64>().map_err(|_| format!("bad number `{p}` in bbox")))
+        .map(|p| {
+            p.trim()
+                .parse::<f64>()
+                .map_err(|_| format!("bad number `{p}` in bbox"))
+        })
         .collect::<Result<_, _>>()?;
     let [min_lat, min_lon, max_lat, max_lon] = parts[..] else {
         return Err("bbox must be min_lat,min_lon,max_lat,max_lon".into());
@@ -131,15 +154,29 @@ fn parse_bbox(text: &str) -> Result<BoundingBox, String> {
     if min_lat > max_lat || min_lon > max_lon {
         return Err("bbox: min must not exceed max".into());
     }
-    Ok(BoundingBox { min_lat, max_lat, min_lon, max_lon })
+    Ok(BoundingBox {
+        min_lat,
+        max_lat,
+        min_lon,
+        max_lon,
+    })
 }
 
-async fn one_cell(State(view): State<SharedView>, Path(geohash): Path<String>) -> (StatusCode, Json<serde_json::Value>) {
+async fn one_cell(
+    State(view): State<SharedView>,
+    Path(geohash): Path<String>,
+) -> (StatusCode, Json<serde_json::Value>) {
     let Ok(cell) = Cell::parse(&geohash) else {
-        return (StatusCode::BAD_REQUEST, Json(serde_json::json!({ "error": format!("`{geohash}` is not a geohash") })));
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(serde_json::json!({ "error": format!("`{geohash}` is not a geohash") })),
+        );
     };
     match view.cell(cell) {
-        Some(reports) => (StatusCode::OK, Json(serde_json::json!({ "cell": geohash, "owned": true, "products": reports }))),
+        Some(reports) => (
+            StatusCode::OK,
+            Json(serde_json::json!({ "cell": geohash, "owned": true, "products": reports })),
+        ),
         None => (
             StatusCode::NOT_FOUND,
             Json(serde_json::json!({ "cell": geohash, "owned": false,
@@ -148,10 +185,19 @@ async fn one_cell(State(view): State<SharedView>, Path(geohash): Path<String>) -
     }
 }
 
-async fn cells_in_box(State(view): State<SharedView>, Query(q): Query<BoxQuery>) -> (StatusCode, Json<serde_json::Value>) {
+async fn cells_in_box(
+    State(view): State<SharedView>,
+    Query(q): Query<BoxQuery>,
+) -> (StatusCode, Json<serde_json::Value>) {
     match parse_bbox(&q.bbox) {
-        Ok(bbox) => (StatusCode::OK, Json(serde_json::json!({ "cells": view.in_box(&bbox) }))),
-        Err(e) => (StatusCode::BAD_REQUEST, Json(serde_json::json!({ "error": e }))),
+        Ok(bbox) => (
+            StatusCode::OK,
+            Json(serde_json::json!({ "cells": view.in_box(&bbox) })),
+        ),
+        Err(e) => (
+            StatusCode::BAD_REQUEST,
+            Json(serde_json::json!({ "error": e })),
+        ),
     }
 }
 
@@ -170,7 +216,10 @@ mod tests {
     #[test]
     fn parses_boxes() {
         let b = parse_bbox("40.7,-74.0,40.8,-73.9").unwrap();
-        assert_eq!((b.min_lat, b.min_lon, b.max_lat, b.max_lon), (40.7, -74.0, 40.8, -73.9));
+        assert_eq!(
+            (b.min_lat, b.min_lon, b.max_lat, b.max_lon),
+            (40.7, -74.0, 40.8, -73.9)
+        );
         assert!(parse_bbox("40.7,-74.0,40.8").is_err());
         assert!(parse_bbox("40.9,-74.0,40.8,-73.9").is_err());
         assert!(parse_bbox("a,b,c,d").is_err());
@@ -182,7 +231,9 @@ mod tests {
         let view = SharedView::new(4);
         let cell = Cell::parse("dr5ru7").unwrap();
         assert_eq!(view.cell(cell), None);
-        view.inner.regions.insert(3, BTreeSet::from([Region::parse("dr5r").unwrap()]));
+        view.inner
+            .regions
+            .insert(3, BTreeSet::from([Region::parse("dr5r").unwrap()]));
         assert_eq!(view.cell(cell), Some(vec![]));
         view.forget(3);
         assert_eq!(view.cell(cell), None);
