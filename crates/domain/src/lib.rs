@@ -6,6 +6,8 @@
 //! - [`geo`]: geohash cells packed into a `u64` ([`geo::Cell`]), partitioning regions
 //!   ([`geo::Region`]), great-circle distances, and the radius / halo searches that decide
 //!   which cells and regions an event touches.
+//! - [`matching`]: the matcher's driver index, scoring, per-trip offer state machine,
+//!   batched optimal assignment and replay-based restore.
 //! - [`routing`]: the routers' checks (plausible coordinates and times) and where an event
 //!   goes (cell, home region, halo regions).
 //! - [`surge`]: the surge-pricer's watermark, supply, demand, smoothing and damped multipliers.
@@ -14,5 +16,6 @@
 #![warn(missing_docs)]
 
 pub mod geo;
+pub mod matching;
 pub mod routing;
 pub mod surge;
