@@ -124,6 +124,15 @@ impl TestTopology {
     /// # Panics
     /// When the project's topology cannot be read or rewritten (a bug in the test setup).
     pub fn new(name: &str) -> Self {
+        Self::with(name, |_| {})
+    }
+
+    /// Writes the namespaced topology after `edit` changed the document (e.g. shorter windows
+    /// so a test runs in seconds).
+    ///
+    /// # Panics
+    /// As [`TestTopology::new`].
+    pub fn with(name: &str, edit: impl FnOnce(&mut serde_yaml_ng::Value)) -> Self {
         use serde_yaml_ng::Value;
         let prefix = unique_name(name);
         let root = project_root();
@@ -171,6 +180,7 @@ impl TestTopology {
                 spec["transactional_id_prefix"] = Value::String(format!("{prefix}.{name}"));
             }
         }
+        edit(&mut doc);
         let dir = root.join("target").join("test-topologies");
         std::fs::create_dir_all(&dir).expect("creating target/test-topologies");
         let path = dir.join(format!("{prefix}.yaml"));
@@ -206,27 +216,78 @@ impl TestTopology {
     }
 }
 
+/// A loopback port nobody listens on right now.
+///
+/// # Panics
+/// When no port can be bound.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("binding a free port")
+}
+
+/// The path of a binary of another workspace package, built first if needed (integration
+/// tests only get their own package's binaries from Cargo).
+///
+/// # Panics
+/// When the build fails.
+pub fn workspace_binary(package: &str, bin: &str) -> PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+    let status = std::process::Command::new(cargo)
+        .args(["build", "--quiet", "--package", package, "--bin", bin])
+        .current_dir(project_root())
+        .status()
+        .unwrap_or_else(|e| panic!("building {bin}: {e}"));
+    assert!(status.success(), "building {bin} failed");
+    // Test executables live in <target>/<profile>/deps; binaries one level up.
+    let exe = std::env::current_exe().expect("current test executable");
+    let profile_dir = exe
+        .parent()
+        .and_then(std::path::Path::parent)
+        .expect("target profile dir");
+    profile_dir.join(bin)
+}
+
 /// A running operator binary, killed when dropped.
 pub struct OperatorProcess {
     child: std::process::Child,
 }
 
 impl OperatorProcess {
-    /// Starts `binary --topology <file> --instance-id <id>` with free HTTP ports.
+    /// Starts `binary --topology <file> --instance-id <id>` on a free HTTP port.
     ///
     /// # Panics
     /// When the binary cannot be started.
-    pub fn start(binary: &str, topology: &TestTopology, instance_id: &str) -> Self {
+    pub fn start(
+        binary: impl AsRef<std::ffi::OsStr>,
+        topology: &TestTopology,
+        instance_id: &str,
+    ) -> Self {
+        Self::start_on(binary, topology, instance_id, 0)
+    }
+
+    /// As [`OperatorProcess::start`], serving HTTP on `port` (see [`free_port`]).
+    ///
+    /// # Panics
+    /// When the binary cannot be started.
+    pub fn start_on(
+        binary: impl AsRef<std::ffi::OsStr>,
+        topology: &TestTopology,
+        instance_id: &str,
+        port: u16,
+    ) -> Self {
+        let binary = binary.as_ref();
         let child = std::process::Command::new(binary)
             .arg("--topology")
             .arg(&topology.path)
             .arg("--instance-id")
             .arg(instance_id)
-            .env("SURGEFLOW_HTTP_PORT", "0")
+            .env("SURGEFLOW_HTTP_PORT", port.to_string())
             .env("SURGEFLOW_LOG", "warn")
             .stdin(std::process::Stdio::null())
             .spawn()
-            .unwrap_or_else(|e| panic!("starting {binary}: {e}"));
+            .unwrap_or_else(|e| panic!("starting {}: {e}", binary.to_string_lossy()));
         OperatorProcess { child }
     }
 

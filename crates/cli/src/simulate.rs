@@ -57,6 +57,28 @@ pub struct SimulateArgs {
     /// Stop after this many events.
     #[arg(long)]
     max_events: Option<u64>,
+    /// Write to `<PREFIX>.location.update`, `<PREFIX>.trip.requested`, ... instead (for
+    /// namespaced environments sharing a cluster).
+    #[arg(long)]
+    topic_prefix: Option<String>,
+}
+
+/// The topics events go to, in the order of the simulator's `TOPICS`.
+struct Topics([String; 8]);
+
+impl Topics {
+    fn new(prefix: Option<&str>) -> Self {
+        Topics(TOPICS.map(|t| match prefix {
+            Some(p) => format!("{p}.{t}"),
+            None => t.to_string(),
+        }))
+    }
+
+    /// The topic `event` goes to.
+    fn of(&self, event: &SimEvent) -> &str {
+        let index = TOPICS.iter().position(|t| *t == event.topic()).unwrap_or(0);
+        &self.0[index]
+    }
 }
 
 /// How fast to produce.
@@ -151,7 +173,7 @@ struct Encoders {
 }
 
 impl Encoders {
-    async fn register(registry: &Registry) -> Result<Self, Failure> {
+    async fn register(registry: &Registry, topics: &Topics) -> Result<Self, Failure> {
         async fn one<T: surgeflow_schema::AvroRecord>(
             registry: &Registry,
             topic: &str,
@@ -161,14 +183,14 @@ impl Encoders {
                 .map_err(Failure::runtime)
         }
         Ok(Encoders {
-            location: one(registry, "location.update").await?,
-            requested: one(registry, "trip.requested").await?,
-            accepted: one(registry, "trip.accepted").await?,
-            declined: one(registry, "trip.declined").await?,
-            cancelled: one(registry, "trip.cancelled").await?,
-            arrived: one(registry, "trip.driver_arrived").await?,
-            started: one(registry, "trip.started").await?,
-            completed: one(registry, "trip.completed").await?,
+            location: one(registry, &topics.0[0]).await?,
+            requested: one(registry, &topics.0[1]).await?,
+            accepted: one(registry, &topics.0[2]).await?,
+            declined: one(registry, &topics.0[3]).await?,
+            cancelled: one(registry, &topics.0[4]).await?,
+            arrived: one(registry, &topics.0[5]).await?,
+            started: one(registry, &topics.0[6]).await?,
+            completed: one(registry, &topics.0[7]).await?,
         })
     }
 
@@ -198,7 +220,8 @@ fn now_ms() -> i64 {
 
 pub fn run(args: SimulateArgs, path: &Path) -> Outcome {
     let topology = load_topology(path)?;
-    for topic in TOPICS {
+    let topics = Topics::new(args.topic_prefix.as_deref());
+    for topic in &topics.0 {
         if topology.topic(topic).is_none() {
             return Err(Failure::usage(format!(
                 "topic {topic} is not declared in {}",
@@ -223,6 +246,14 @@ pub fn run(args: SimulateArgs, path: &Path) -> Outcome {
         city.center_lon = lon;
     }
     if let Some(radius) = args.radius_m {
+        // Hotspots sit at fixed offsets of the default city: scale them with it, so they
+        // stay inside a smaller or larger one.
+        let scale = radius / city.radius_m;
+        for h in &mut city.hotspots {
+            h.lat = city.center_lat + (h.lat - city.center_lat) * scale;
+            h.lon = city.center_lon + (h.lon - city.center_lon) * scale;
+            h.radius_m *= scale;
+        }
         city.radius_m = radius;
     }
     let mut sim = Simulation::new(city, args.seed).map_err(Failure::usage)?;
@@ -232,10 +263,10 @@ pub fn run(args: SimulateArgs, path: &Path) -> Outcome {
         .producer_config()
         .create_with_context(DeliveryReport::default())
         .map_err(|e| Failure::usage(format!("kafka client settings: {e}")))?;
-    check_topics_exist(&factory)?;
+    check_topics_exist(&factory, &topics)?;
     let registry =
         Registry::from_topology(&topology.connection.registry).map_err(Failure::usage)?;
-    let encoders = runtime()?.block_on(Encoders::register(&registry))?;
+    let encoders = runtime()?.block_on(Encoders::register(&registry, &topics))?;
 
     let progress = Progress::new();
     let started = Instant::now();
@@ -274,7 +305,7 @@ pub fn run(args: SimulateArgs, path: &Path) -> Outcome {
             encoders
                 .encode(event, &mut payload)
                 .map_err(Failure::runtime)?;
-            let mut record = BaseRecord::to(event.topic())
+            let mut record = BaseRecord::to(topics.of(event))
                 .key(event.key())
                 .payload(&payload);
             loop {
@@ -289,7 +320,7 @@ pub fn run(args: SimulateArgs, path: &Path) -> Outcome {
                     Err((e, _)) => {
                         return Err(Failure::runtime(format!(
                             "producing to {}: {e}",
-                            event.topic()
+                            topics.of(event)
                         )));
                     }
                 }
@@ -342,7 +373,7 @@ pub fn run(args: SimulateArgs, path: &Path) -> Outcome {
 }
 
 /// Fails early, with the fix, when the input topics were never created.
-fn check_topics_exist(factory: &ClientFactory) -> Result<(), Failure> {
+fn check_topics_exist(factory: &ClientFactory, topics: &Topics) -> Result<(), Failure> {
     let consumer: rdkafka::consumer::BaseConsumer = factory
         .base()
         .create()
@@ -350,9 +381,10 @@ fn check_topics_exist(factory: &ClientFactory) -> Result<(), Failure> {
     let metadata = consumer
         .fetch_metadata(None, Duration::from_secs(10))
         .map_err(|e| Failure::runtime(format!("connecting to Kafka: {e}")))?;
-    let missing: Vec<&str> = TOPICS
+    let missing: Vec<&str> = topics
+        .0
         .iter()
-        .copied()
+        .map(String::as_str)
         .filter(|t| {
             !metadata
                 .topics()
