@@ -168,7 +168,7 @@ impl TestTopology {
         if let Some(Value::Mapping(operators)) = doc.get_mut("operators") {
             for (name, spec) in operators.iter_mut() {
                 let name = name.as_str().unwrap_or_default().to_string();
-                for list in ["inputs", "outputs"] {
+                for list in ["inputs", "outputs", "tables"] {
                     if let Some(Value::Sequence(items)) = spec.get_mut(list) {
                         items.iter_mut().for_each(rename);
                     }
@@ -370,11 +370,37 @@ pub async fn produce<T: AvroRecord>(topic: &str, records: &[(String, T)]) {
     );
 }
 
+/// Produces `(key, value, timestamp)` records in order, with the timestamps given (as routers
+/// stamp their outputs with event time), and waits until every one is acknowledged.
+pub async fn produce_timed<T: AvroRecord>(topic: &str, records: &[(String, T, i64)]) {
+    let encoder = Encoder::<T>::register(&registry(), &format!("{topic}-value"))
+        .await
+        .expect("registering the schema");
+    let payloads: Vec<Vec<u8>> = records
+        .iter()
+        .map(|(_, v, _)| encoder.encode(v).expect("encode"))
+        .collect();
+    send_all(
+        topic,
+        records
+            .iter()
+            .zip(&payloads)
+            .map(|((k, _, ts), p)| (k.as_bytes(), p.as_slice(), Some(*ts))),
+    );
+}
+
 /// Produces raw `(key, payload)` records and waits until every one is acknowledged.
 pub fn produce_raw<'a>(topic: &str, records: impl IntoIterator<Item = (&'a [u8], &'a [u8])>) {
+    send_all(topic, records.into_iter().map(|(k, p)| (k, p, None)));
+}
+
+fn send_all<'a>(topic: &str, records: impl IntoIterator<Item = (&'a [u8], &'a [u8], Option<i64>)>) {
     let producer = clients().producer().expect("producer");
-    for (key, payload) in records {
+    for (key, payload, timestamp) in records {
         let mut record = BaseRecord::to(topic).key(key).payload(payload);
+        if let Some(ts) = timestamp {
+            record = record.timestamp(ts);
+        }
         loop {
             match producer.send(record) {
                 Ok(()) => break,

@@ -47,27 +47,27 @@ pub struct Replay {
 }
 
 impl Replay {
-    /// Opens a replay of each partition in `ends` (partition → committed offset) from the first
-    /// record at or after `from_ms`. Returns `None` when there is nothing to replay.
+    /// Opens a replay of each partition in `ranges` (partition → (committed offset, time)),
+    /// from its first record stamped at or after the time up to the committed offset. Returns
+    /// `None` when there is nothing to replay.
     ///
     /// # Errors
     /// [`ReplayError::Kafka`] when offsets cannot be looked up.
     pub fn open(
         factory: &ClientFactory,
         group_id: &str,
-        ends: BTreeMap<TopicPartition, i64>,
-        from_ms: i64,
+        ranges: BTreeMap<TopicPartition, (i64, i64)>,
         timeout: Duration,
     ) -> Result<Option<Replay>, ReplayError> {
-        if ends.is_empty() {
+        if ranges.is_empty() {
             return Ok(None);
         }
         let reader: BaseConsumer = factory
             .consumer_config(&format!("{group_id}.restore"))
             .create()?;
         let mut by_time = TopicPartitionList::new();
-        for p in ends.keys() {
-            by_time.add_partition_offset(&p.topic, p.partition, Offset::Offset(from_ms))?;
+        for (p, (_, from_ms)) in &ranges {
+            by_time.add_partition_offset(&p.topic, p.partition, Offset::Offset(*from_ms))?;
         }
         let starts = reader.offsets_for_times(by_time, CALL_TIMEOUT)?;
         let mut assignment = TopicPartitionList::new();
@@ -77,7 +77,9 @@ impl Replay {
                 topic: e.topic().to_string(),
                 partition: e.partition(),
             };
-            let end = ends[&tp];
+            let Some(&(end, _)) = ranges.get(&tp) else {
+                continue;
+            };
             if let Offset::Offset(start) = e.offset()
                 && start < end
             {

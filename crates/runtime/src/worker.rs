@@ -45,6 +45,9 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a stateful operator's co-partitions wait for an empty sibling before going on.
 const ALIGN_IDLE: Duration = Duration::from_millis(500);
 
+/// Offset-commit metadata prefix carrying the partition's latest record time.
+const PARTITION_TIME_KEY: &str = "surgeflow.time=";
+
 /// Longest a state restore may take before the instance gives up (and is restarted).
 const RESTORE_TIMEOUT: Duration = Duration::from_secs(600);
 
@@ -169,7 +172,13 @@ pub struct Worker<O: Operator> {
     /// processed by anyone else in between.
     last_committed: BTreeMap<TopicPartition, i64>,
     health: Arc<Health>,
-    in_counts: BTreeMap<String, u64>,
+    /// Records per input topic in the current batch (a few topics: a linear scan beats
+    /// allocating a key per record).
+    in_counts: Vec<(String, u64)>,
+    /// Largest record timestamp processed per partition (stateful operators): committed as
+    /// offset metadata, so a restore knows from when to replay even when the partition was
+    /// far behind the wall clock.
+    partition_time: Vec<(String, i32, i64)>,
     /// Stateful operators process their co-partitioned inputs in timestamp order.
     aligner: Option<Aligner>,
 }
@@ -215,7 +224,8 @@ impl<O: Operator> Worker<O> {
             parked: BTreeSet::new(),
             last_committed: BTreeMap::new(),
             health,
-            in_counts: BTreeMap::new(),
+            in_counts: Vec::new(),
+            partition_time: Vec::new(),
             aligner,
         })
     }
@@ -448,13 +458,19 @@ impl<O: Operator> Worker<O> {
             if let Offset::Offset(c) = e.offset()
                 && c > 0
             {
-                ends.insert(
-                    TopicPartition {
-                        topic: e.topic().to_string(),
-                        partition: e.partition(),
-                    },
-                    c,
-                );
+                // Replay from the horizon before the last record processed (its time was
+                // committed with the offset), or before now when none was recorded.
+                let time = e
+                    .metadata()
+                    .strip_prefix(PARTITION_TIME_KEY)
+                    .and_then(|t| t.parse::<i64>().ok())
+                    .unwrap_or_else(now_ms);
+                let tp = TopicPartition {
+                    topic: e.topic().to_string(),
+                    partition: e.partition(),
+                };
+                advance_partition_time(&mut self.partition_time, &tp.topic, tp.partition, time);
+                ends.insert(tp, (c, time.saturating_sub(horizon)));
             }
         }
         let mut replayed = 0u64;
@@ -462,7 +478,6 @@ impl<O: Operator> Worker<O> {
             &self.factory,
             &self.settings.group_id,
             ends,
-            now_ms() - horizon,
             RESTORE_TIMEOUT,
         )
         .map_err(|e| WorkerError::Fatal(format!("restore: {e}")))?;
@@ -506,13 +521,22 @@ impl<O: Operator> Worker<O> {
         batch: &[M],
     ) -> Result<(), WorkerError> {
         let op = self.settings.operator;
-        self.in_counts.clear();
+        for (_, n) in &mut self.in_counts {
+            *n = 0;
+        }
         for message in batch {
             let record = record_of(message);
-            *self
-                .in_counts
-                .entry(message.topic().to_string())
-                .or_default() += 1;
+            count_in(&mut self.in_counts, message.topic());
+            if self.aligner.is_some()
+                && let Some(ts) = record.timestamp_ms
+            {
+                advance_partition_time(
+                    &mut self.partition_time,
+                    message.topic(),
+                    message.partition(),
+                    ts,
+                );
+            }
             let mut ctx = context(&self.env, &mut self.out, false);
             match self.operator.process(&record, &mut ctx) {
                 Ok(()) => {}
@@ -535,7 +559,7 @@ impl<O: Operator> Worker<O> {
             }
             Err(RecordError::Fatal(e)) => return Err(WorkerError::Fatal(e)),
         }
-        for (topic, n) in &self.in_counts {
+        for (topic, n) in self.in_counts.iter().filter(|(_, n)| *n > 0) {
             metrics::counter!("surgeflow_records_in_total", "operator" => op, "topic" => topic.clone()).increment(*n);
         }
         metrics::histogram!("surgeflow_batch_records", "operator" => op).record(batch.len() as f64);
@@ -613,6 +637,14 @@ impl<O: Operator> Worker<O> {
                     tp.partition,
                     Offset::Offset(buffered.unwrap_or(o)),
                 )?;
+                if let Some((_, _, time)) = self
+                    .partition_time
+                    .iter()
+                    .find(|(t, p, _)| *t == tp.topic && *p == tp.partition)
+                    && let Some(mut elem) = out.find_partition(&tp.topic, tp.partition)
+                {
+                    elem.set_metadata(format!("{PARTITION_TIME_KEY}{time}"));
+                }
             }
         }
         Ok(out)
@@ -734,6 +766,28 @@ impl<O: Operator> Worker<O> {
         self.operator
             .on_assigned(&parts, &mut context(&self.env, &mut self.out, false));
         Ok(())
+    }
+}
+
+fn count_in(counts: &mut Vec<(String, u64)>, topic: &str) {
+    match counts.iter_mut().find(|(t, _)| t == topic) {
+        Some((_, n)) => *n += 1,
+        None => counts.push((topic.to_string(), 1)),
+    }
+}
+
+fn advance_partition_time(
+    times: &mut Vec<(String, i32, i64)>,
+    topic: &str,
+    partition: i32,
+    ts: i64,
+) {
+    match times
+        .iter_mut()
+        .find(|(t, p, _)| t == topic && *p == partition)
+    {
+        Some((_, _, time)) => *time = (*time).max(ts),
+        None => times.push((topic.to_string(), partition, ts)),
     }
 }
 

@@ -14,9 +14,12 @@
 //! read back from `surge.multiplier` and seeded, and the engine goes live. A restored engine
 //! then publishes exactly what one that never stopped would have.
 //!
-//! **Time.** Each record is ingested with its broker timestamp as the processing clock, live
-//! and in replay alike, so a replay decides "too far in the future" exactly as the first pass
-//! did; the idle watermark advance uses the wall clock once per batch.
+//! **Time.** The engine's processing clock is the wall clock of the batch, for ingesting and
+//! for ticking alike: its idle advance compares the time since the last record with
+//! `idle_advance_ms`, so both must come from the same clock. (Record timestamps are event
+//! times: the routers stamp their outputs with them.) A restoring engine never advances on
+//! idle, and the wall clock at replay only matters for the "too far in the future" check, which
+//! the routers already applied.
 
 mod published;
 mod view;
@@ -214,7 +217,7 @@ impl SurgePricer {
 
 impl Operator for SurgePricer {
     fn process(&mut self, record: &Record<'_>, ctx: &mut Context<'_>) -> Result<(), RecordError> {
-        let now = record.timestamp_ms.unwrap_or(ctx.now_ms);
+        let now = ctx.now_ms;
         let region_precision = self.config.region_precision;
         let admission = match self.input(record.topic)? {
             Input::Drivers => {
