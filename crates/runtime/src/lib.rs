@@ -24,4 +24,5 @@ pub mod worker;
 
 pub use operator::{
     Context, Operator, OperatorFactory, Output, OutputTopic, Record, RecordError, TopicPartition,
+    TypedOutput,
 };

@@ -199,6 +199,58 @@ impl Output {
     }
 }
 
+/// An output topic with the encoder of its record type: what an operator holds to emit typed
+/// records, keyed by anything that displays (a region, `<cell>:<product>`, an id) without
+/// allocating per record.
+pub struct TypedOutput<T: AvroRecord> {
+    topic: OutputTopic,
+    encoder: surgeflow_kafka::Encoder<T>,
+    key: String,
+}
+
+impl<T: AvroRecord> TypedOutput<T> {
+    /// Resolves `name` among the operator's declared `outputs` and registers `T`'s schema under
+    /// `<name>-value`.
+    ///
+    /// # Errors
+    /// When `name` is not declared or the registry refuses the schema.
+    pub async fn register(
+        outputs: &[String],
+        name: &str,
+        registry: &surgeflow_kafka::Registry,
+    ) -> anyhow::Result<Self> {
+        let topic = OutputTopic::resolve(outputs, name).map_err(anyhow::Error::msg)?;
+        let encoder =
+            surgeflow_kafka::Encoder::register(registry, &format!("{name}-value")).await?;
+        Ok(TypedOutput {
+            topic,
+            encoder,
+            key: String::with_capacity(32),
+        })
+    }
+
+    /// Emits `value` keyed by `key`, stamped with `timestamp_ms` (the event time).
+    ///
+    /// # Errors
+    /// [`RecordError::Fatal`] when the value does not fit its own schema (a bug).
+    pub fn emit(
+        &mut self,
+        out: &mut Output,
+        key: impl std::fmt::Display,
+        timestamp_ms: i64,
+        value: &T,
+    ) -> Result<(), RecordError> {
+        use std::fmt::Write;
+        self.key.clear();
+        let _ = write!(self.key, "{key}");
+        let encoder = &self.encoder;
+        out.emit_with(self.topic, self.key.as_bytes(), Some(timestamp_ms), |buf| {
+            encoder.encode_into(value, buf)
+        })
+        .map_err(|e| RecordError::Fatal(e.to_string()))
+    }
+}
+
 /// What the runtime hands an operator while it processes records.
 pub struct Context<'a> {
     pub(crate) schemas: &'a SchemaCache,

@@ -3,12 +3,15 @@
 //! For every `location.update` record: decode it, check it (the bad-GPS rules of
 //! `surgeflow_domain::routing`: coordinates, accuracy, speed, heading, event time), compute its
 //! cell and region, and write a `GeoDriver` keyed by region to `geo.driver`, plus one copy per
-//! neighbouring region within the halo distance, flagged `halo`. A record that fails any check
-//! goes to the DLQ with the reason; nothing stalls the partition.
+//! neighbouring region within the halo distance, flagged `halo`. Every copy carries the ping's
+//! event time as its record timestamp. A record that fails any check goes to the DLQ with the
+//! reason; nothing stalls the partition.
 
-use surgeflow_domain::routing::{Geometry, TimeLimits, check_motion, check_point, check_time};
-use surgeflow_kafka::{Encoder, Registry};
-use surgeflow_runtime::{Context, Operator, OperatorFactory, OutputTopic, Record, RecordError};
+use surgeflow_domain::routing::{
+    Geometry, Rejection, TimeLimits, check_motion, check_point, check_time,
+};
+use surgeflow_kafka::Registry;
+use surgeflow_runtime::{Context, Operator, OperatorFactory, Record, RecordError, TypedOutput};
 use surgeflow_schema::{GeoDriver, LocationUpdate};
 use surgeflow_topology::Topology;
 
@@ -20,30 +23,14 @@ pub struct LocationRouter {
     geometry: Geometry,
     time: TimeLimits,
     max_accuracy_m: f64,
-    encoder: Encoder<GeoDriver>,
-    output: OutputTopic,
-    key: String,
+    output: TypedOutput<GeoDriver>,
+}
+
+fn reject(r: Rejection) -> RecordError {
+    RecordError::invalid(r.reason(), r)
 }
 
 impl LocationRouter {
-    /// A router with explicit settings (tests, benchmarks).
-    pub fn new(
-        geometry: Geometry,
-        time: TimeLimits,
-        max_accuracy_m: f64,
-        encoder: Encoder<GeoDriver>,
-        output: OutputTopic,
-    ) -> Self {
-        LocationRouter {
-            geometry,
-            time,
-            max_accuracy_m,
-            encoder,
-            output,
-            key: String::with_capacity(12),
-        }
-    }
-
     /// Checks and routes one decoded ping, emitting its copies.
     ///
     /// # Errors
@@ -53,7 +40,6 @@ impl LocationRouter {
         ping: &LocationUpdate,
         ctx: &mut Context<'_>,
     ) -> Result<(), RecordError> {
-        let reject = |r: surgeflow_domain::routing::Rejection| RecordError::invalid(r.reason(), r);
         let point = check_point(ping.lat, ping.lon).map_err(reject)?;
         check_motion(
             ping.accuracy_m,
@@ -77,24 +63,13 @@ impl LocationRouter {
             status: ping.status,
             product: ping.product,
             cell: route.cell.to_bits() as i64,
-            region: route.home.cell().to_bits() as i64,
+            region: 0,
             halo: false,
             event_time: ping.event_time,
         };
         for (region, halo) in route.targets() {
-            copy.region = region.cell().to_bits() as i64;
-            copy.halo = halo;
-            self.key.clear();
-            use std::fmt::Write;
-            let _ = write!(self.key, "{region}");
-            ctx.out
-                .emit_with(
-                    self.output,
-                    self.key.as_bytes(),
-                    Some(ping.event_time),
-                    |buf| self.encoder.encode_into(&copy, buf),
-                )
-                .map_err(|e| RecordError::Fatal(e.to_string()))?;
+            (copy.region, copy.halo) = (region.cell().to_bits() as i64, halo);
+            self.output.emit(ctx.out, region, ping.event_time, &copy)?;
         }
         Ok(())
     }
@@ -116,27 +91,21 @@ impl OperatorFactory for LocationRouter {
             .location_router
             .as_ref()
             .ok_or_else(|| anyhow::anyhow!("topology has no operators.{NAME} section"))?;
-        let [output_name] = spec.outputs.as_slice() else {
+        let [output] = spec.outputs.as_slice() else {
             anyhow::bail!("operators.{NAME}.outputs: exactly one output topic expected");
         };
-        let output =
-            OutputTopic::resolve(&spec.outputs, output_name).map_err(anyhow::Error::msg)?;
-        let encoder = Encoder::register(registry, &format!("{output_name}-value")).await?;
-        let geometry = Geometry {
-            cell_precision: topology.geo.cell_precision,
-            region_precision: topology.geo.region_precision,
-            halo_m: topology.geo.halo_m,
-        };
-        let time = TimeLimits {
-            max_future_ms: spec.params.max_future_ms as i64,
-            max_age_ms: spec.params.max_age_ms as i64,
-        };
-        Ok(LocationRouter::new(
-            geometry,
-            time,
-            spec.params.max_accuracy_m,
-            encoder,
-            output,
-        ))
+        Ok(LocationRouter {
+            geometry: Geometry {
+                cell_precision: topology.geo.cell_precision,
+                region_precision: topology.geo.region_precision,
+                halo_m: topology.geo.halo_m,
+            },
+            time: TimeLimits {
+                max_future_ms: spec.params.max_future_ms as i64,
+                max_age_ms: spec.params.max_age_ms as i64,
+            },
+            max_accuracy_m: spec.params.max_accuracy_m,
+            output: TypedOutput::register(&spec.outputs, output, registry).await?,
+        })
     }
 }

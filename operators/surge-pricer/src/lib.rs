@@ -25,16 +25,15 @@ mod published;
 mod view;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt::Write;
 
 use surgeflow_domain::geo::{Cell, LatLon, Region};
 use surgeflow_domain::surge::{
     Admission, DriverKey, DriverPing, DriverStatus as EngineStatus, SurgeConfig, SurgeEngine,
     SurgeUpdate, TripKey, TripKind, TripSignal, replay_horizon_ms,
 };
-use surgeflow_kafka::{ClientFactory, Encoder, Registry};
+use surgeflow_kafka::{ClientFactory, Registry};
 use surgeflow_runtime::{
-    Context, Operator, OperatorFactory, OutputTopic, Record, RecordError, TopicPartition,
+    Context, Operator, OperatorFactory, Record, RecordError, TopicPartition, TypedOutput,
 };
 use surgeflow_schema::{DriverStatus, GeoDriver, GeoTrip, Product, SurgeMultiplier, TripEventKind};
 use surgeflow_topology::Topology;
@@ -70,15 +69,13 @@ pub struct SurgePricer {
     config: SurgeConfig,
     driver_topic: String,
     trip_topic: String,
-    output: OutputTopic,
+    output: TypedOutput<SurgeMultiplier>,
     output_topic: String,
-    encoder: Encoder<SurgeMultiplier>,
     factory: ClientFactory,
     registry: Registry,
     partitions: BTreeMap<i32, Partition>,
     view: SharedView,
     updates: Vec<SurgeUpdate<Product>>,
-    key: String,
 }
 
 fn engine_status(status: DriverStatus) -> EngineStatus {
@@ -200,16 +197,8 @@ impl SurgePricer {
                 window_end: u.window_end_ms,
                 computed_at: u.computed_at_ms,
             };
-            self.key.clear();
-            let _ = write!(self.key, "{}:{}", value.cell, value.product.symbol());
-            ctx.out
-                .emit_with(
-                    self.output,
-                    self.key.as_bytes(),
-                    Some(value.computed_at),
-                    |buf| self.encoder.encode_into(&value, buf),
-                )
-                .map_err(|e| RecordError::Fatal(e.to_string()))?;
+            let key = format_args!("{}:{}", value.cell, value.product.symbol());
+            self.output.emit(ctx.out, key, value.computed_at, &value)?;
         }
         Ok(())
     }
@@ -403,22 +392,18 @@ impl OperatorFactory for SurgePricer {
         let [output_topic] = spec.outputs.as_slice() else {
             anyhow::bail!("operators.{NAME}.outputs: exactly one output topic expected");
         };
-        let output =
-            OutputTopic::resolve(&spec.outputs, output_topic).map_err(anyhow::Error::msg)?;
-        let encoder = Encoder::register(registry, &format!("{output_topic}-value")).await?;
+        let output = TypedOutput::register(&spec.outputs, output_topic, registry).await?;
         Ok(SurgePricer {
             config,
             driver_topic,
             trip_topic,
             output,
             output_topic: output_topic.clone(),
-            encoder,
             factory: ClientFactory::from_topology(&topology.connection.kafka),
             registry: registry.clone(),
             partitions: BTreeMap::new(),
             view: SharedView::new(topology.geo.region_precision),
             updates: Vec::new(),
-            key: String::with_capacity(24),
         })
     }
 

@@ -8,7 +8,6 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use serde_yaml_ng::Value;
 use surgeflow_devstack::probe::http_request;
 use surgeflow_domain::geo::Cell;
 use surgeflow_schema::{DriverStatus, LocationUpdate, SurgeMultiplier, TripRequested};
@@ -16,21 +15,8 @@ use surgeflow_testkit::{
     OperatorProcess, Received, TestTopology, free_port, read_committed, workspace_binary,
 };
 
-/// Short windows, so that seconds of real time exercise every part of the engine.
-fn short_windows(doc: &mut Value) {
-    let params = &mut doc["operators"]["surge-pricer"]["params"];
-    for (key, value) in [
-        ("supply_ttl_ms", 10_000),
-        ("demand_window_ms", 20_000),
-        ("demand_hop_ms", 5_000),
-        ("allowed_lateness_ms", 3_000),
-        ("idle_advance_ms", 2_000),
-        ("tick_ms", 2_000),
-        ("stale_after_ms", 30_000),
-    ] {
-        params[key] = Value::from(value);
-    }
-}
+mod short_windows;
+use short_windows::short_windows;
 
 /// The independent count: supply and demand of `cell`/`product` as the documented model defines
 /// them, straight from the simulator's records.
@@ -158,7 +144,7 @@ async fn published_supply_and_demand_equal_an_independent_count() {
             p.key,
             format!("{}:{}", p.value.cell, p.value.product.symbol())
         );
-        let want = expected(&pings, &requests, &p.value, 10_000);
+        let want = expected(&pings, &requests, &p.value, short_windows::SUPPLY_TTL_MS);
         if (p.value.supply, p.value.demand) != want {
             mismatches.push(format!(
                 "{:?}: published {:?}, counted {want:?}",

@@ -6,7 +6,6 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use serde_yaml_ng::Value;
 use surgeflow_domain::routing::{Geometry, check_point};
 use surgeflow_schema::{GeoDriver, GeoTrip, SurgeMultiplier, TripEventKind};
 use surgeflow_sim::{CityConfig, SimEvent, Simulation};
@@ -14,20 +13,8 @@ use surgeflow_testkit::{OperatorProcess, TestTopology, produce_timed, read_commi
 
 const BINARY: &str = env!("CARGO_BIN_EXE_surge-pricer");
 
-fn short_windows(doc: &mut Value) {
-    let params = &mut doc["operators"]["surge-pricer"]["params"];
-    for (key, value) in [
-        ("supply_ttl_ms", 10_000),
-        ("demand_window_ms", 20_000),
-        ("demand_hop_ms", 5_000),
-        ("allowed_lateness_ms", 3_000),
-        ("idle_advance_ms", 2_000),
-        ("tick_ms", 2_000),
-        ("stale_after_ms", 30_000),
-    ] {
-        params[key] = Value::from(value);
-    }
-}
+mod short_windows;
+use short_windows::short_windows;
 
 /// What the routers would write for a simulated city: (region key, record, event time).
 struct Routed {

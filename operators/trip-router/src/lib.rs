@@ -7,11 +7,9 @@
 //! copy flagged `halo` for each neighbouring region within the halo distance, so demand near a
 //! border is seen by the neighbour's smoothing. Bad records go to the DLQ with the reason.
 
-use std::fmt::Write;
-
 use surgeflow_domain::routing::{Geometry, Rejection, TimeLimits, check_point, check_time};
-use surgeflow_kafka::{Encoder, Registry};
-use surgeflow_runtime::{Context, Operator, OperatorFactory, OutputTopic, Record, RecordError};
+use surgeflow_kafka::Registry;
+use surgeflow_runtime::{Context, Operator, OperatorFactory, Record, RecordError, TypedOutput};
 use surgeflow_schema::{
     GeoTrip, Product, TripAccepted, TripCancelled, TripCompleted, TripDeclined, TripDriverArrived,
     TripEventKind, TripRequested, TripStarted,
@@ -74,28 +72,10 @@ macro_rules! envelope {
 pub struct TripRouter {
     geometry: Geometry,
     time: TimeLimits,
-    encoder: Encoder<GeoTrip>,
-    output: OutputTopic,
-    key: String,
+    output: TypedOutput<GeoTrip>,
 }
 
 impl TripRouter {
-    /// A router with explicit settings (tests, benchmarks).
-    pub fn new(
-        geometry: Geometry,
-        time: TimeLimits,
-        encoder: Encoder<GeoTrip>,
-        output: OutputTopic,
-    ) -> Self {
-        TripRouter {
-            geometry,
-            time,
-            encoder,
-            output,
-            key: String::with_capacity(12),
-        }
-    }
-
     fn decode(
         kind: TripEventKind,
         payload: Option<&[u8]>,
@@ -150,18 +130,8 @@ impl TripRouter {
             event_time: event.event_time,
         };
         for (region, halo) in route.targets() {
-            copy.region = region.cell().to_bits() as i64;
-            copy.halo = halo;
-            self.key.clear();
-            let _ = write!(self.key, "{region}");
-            ctx.out
-                .emit_with(
-                    self.output,
-                    self.key.as_bytes(),
-                    Some(copy.event_time),
-                    |buf| self.encoder.encode_into(&copy, buf),
-                )
-                .map_err(|e| RecordError::Fatal(e.to_string()))?;
+            (copy.region, copy.halo) = (region.cell().to_bits() as i64, halo);
+            self.output.emit(ctx.out, region, copy.event_time, &copy)?;
         }
         Ok(())
     }
@@ -191,22 +161,21 @@ impl OperatorFactory for TripRouter {
                 "operators.{NAME}.inputs: {unknown} is not a trip.* topic this router knows"
             );
         }
-        let [output_name] = spec.outputs.as_slice() else {
+        let [output] = spec.outputs.as_slice() else {
             anyhow::bail!("operators.{NAME}.outputs: exactly one output topic expected");
         };
-        let output =
-            OutputTopic::resolve(&spec.outputs, output_name).map_err(anyhow::Error::msg)?;
-        let encoder = Encoder::register(registry, &format!("{output_name}-value")).await?;
-        let geometry = Geometry {
-            cell_precision: topology.geo.cell_precision,
-            region_precision: topology.geo.region_precision,
-            halo_m: topology.geo.halo_m,
-        };
-        let time = TimeLimits {
-            max_future_ms: spec.params.max_future_ms as i64,
-            max_age_ms: spec.params.max_age_ms as i64,
-        };
-        Ok(TripRouter::new(geometry, time, encoder, output))
+        Ok(TripRouter {
+            geometry: Geometry {
+                cell_precision: topology.geo.cell_precision,
+                region_precision: topology.geo.region_precision,
+                halo_m: topology.geo.halo_m,
+            },
+            time: TimeLimits {
+                max_future_ms: spec.params.max_future_ms as i64,
+                max_age_ms: spec.params.max_age_ms as i64,
+            },
+            output: TypedOutput::register(&spec.outputs, output, registry).await?,
+        })
     }
 }
 
