@@ -201,13 +201,20 @@ impl SchemaCache {
     /// [`SchemaCache::decode`] resolves by loading it first.
     pub fn decode_cached<T: AvroRecord>(&self, payload: &[u8]) -> Result<T, DecodeError> {
         let (id, body) = wire::split(payload)?;
-        let Some(writer) = self.cached(id) else {
-            return Err(DecodeError::RegistryUnavailable {
-                id,
-                source: RegistryError::NotLoaded,
-            });
+        let writer = match last_verified::<T>(id) {
+            Some(writer) => writer,
+            None => {
+                let Some(writer) = self.cached(id) else {
+                    return Err(DecodeError::RegistryUnavailable {
+                        id,
+                        source: RegistryError::NotLoaded,
+                    });
+                };
+                self.check_compatible::<T>(id, writer.schema)?;
+                remember_verified::<T>(id, &writer);
+                writer
+            }
         };
-        self.check_compatible::<T>(id, writer.schema)?;
         let mut rest = body;
         let value = writer
             .reader
@@ -257,6 +264,27 @@ impl SchemaCache {
             reason: e.to_string(),
         })
     }
+}
+
+thread_local! {
+    /// The last (schema id, reader type) this thread decoded and found compatible, with its
+    /// writer schema. A stream almost always carries one schema id per type, so this skips the
+    /// shared maps (a lock and two hash lookups) on nearly every record.
+    static LAST_VERIFIED: std::cell::RefCell<Option<(u32, &'static str, Arc<WriterSchema>)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+fn last_verified<T: AvroRecord>(id: u32) -> Option<Arc<WriterSchema>> {
+    LAST_VERIFIED.with_borrow(|last| match last {
+        Some((last_id, file, writer)) if *last_id == id && std::ptr::eq(*file, T::SCHEMA_FILE) => {
+            Some(writer.clone())
+        }
+        _ => None,
+    })
+}
+
+fn remember_verified<T: AvroRecord>(id: u32, writer: &Arc<WriterSchema>) {
+    LAST_VERIFIED.with_borrow_mut(|last| *last = Some((id, T::SCHEMA_FILE, writer.clone())));
 }
 
 /// Tells a body that ended early (an I/O `UnexpectedEof` somewhere in the error chain) from one

@@ -144,13 +144,18 @@ struct Env {
 
 /// The context handed to the operator; `restoring` suppresses its output.
 fn context<'a>(env: &'a Env, out: &'a mut Output, restoring: bool) -> Context<'a> {
+    context_at(env, out, restoring, now_ms())
+}
+
+/// As [`context`], with the clock read once per batch by the caller.
+fn context_at<'a>(env: &'a Env, out: &'a mut Output, restoring: bool, now_ms: i64) -> Context<'a> {
     out.set_suppressed(restoring);
     Context {
         schemas: &env.schemas,
         handle: &env.handle,
         registry_retry: env.registry_retry,
         out,
-        now_ms: now_ms(),
+        now_ms,
         restoring,
     }
 }
@@ -319,15 +324,23 @@ impl<O: Operator> Worker<O> {
             self.apply_changes(consumer, &mut batch)?;
             match polled {
                 Some(Ok(message)) => {
-                    let tp = TopicPartition {
-                        topic: message.topic().to_string(),
-                        partition: message.partition(),
-                    };
-                    if !self.assigned.contains(&tp) {
+                    // A linear scan of the few assigned partitions: no key to allocate.
+                    let (topic, partition) = (message.topic(), message.partition());
+                    if !self
+                        .assigned
+                        .iter()
+                        .any(|tp| tp.partition == partition && tp.topic == topic)
+                    {
                         continue;
                     }
                     match &mut self.aligner {
-                        Some(aligner) => aligner.push(tp, message.detach()),
+                        Some(aligner) => {
+                            let tp = TopicPartition {
+                                topic: topic.to_string(),
+                                partition,
+                            };
+                            aligner.push(tp, message.detach());
+                        }
                         None => batch.push(message),
                     }
                 }
@@ -524,6 +537,7 @@ impl<O: Operator> Worker<O> {
         for (_, n) in &mut self.in_counts {
             *n = 0;
         }
+        let batch_now = now_ms();
         for message in batch {
             let record = record_of(message);
             count_in(&mut self.in_counts, message.topic());
@@ -537,7 +551,7 @@ impl<O: Operator> Worker<O> {
                     ts,
                 );
             }
-            let mut ctx = context(&self.env, &mut self.out, false);
+            let mut ctx = context_at(&self.env, &mut self.out, false, batch_now);
             match self.operator.process(&record, &mut ctx) {
                 Ok(()) => {}
                 Err(RecordError::Invalid {
