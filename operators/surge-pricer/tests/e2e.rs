@@ -205,6 +205,10 @@ async fn published_supply_and_demand_equal_an_independent_count() {
         "{}",
         bbox.body
     );
+    for probe in ["/healthz", "/readyz"] {
+        let answer = http_request(addr, "GET", probe, None, Duration::from_secs(5)).unwrap();
+        assert_eq!(answer.status, 200, "{probe}: {}", answer.body);
+    }
     let metrics = http_request(addr, "GET", "/metrics", None, Duration::from_secs(5)).unwrap();
     assert!(
         metrics.body.contains("surgeflow_records_in_total"),
