@@ -19,7 +19,9 @@ use surgeflow_sim::{CityConfig, SimEvent, Simulation};
 use surgeflow_testkit::{OperatorProcess, TestTopology, clients, produce, workspace_binary};
 
 fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// `count` pings of a simulated city, recent enough for the router's age check.
@@ -27,7 +29,11 @@ fn pings(count: usize) -> Vec<(String, LocationUpdate)> {
     let drivers = 5000u32;
     let span_ms = (count as i64 / i64::from(drivers) + 1) * 4000;
     let start = now_ms() - span_ms - 60_000;
-    let config = CityConfig { drivers, start_time_ms: start, ..CityConfig::default() };
+    let config = CityConfig {
+        drivers,
+        start_time_ms: start,
+        ..CityConfig::default()
+    };
     let mut sim = Simulation::new(config, 1).expect("city");
     let mut events = Vec::new();
     sim.advance_to(start + span_ms, &mut events);
@@ -43,18 +49,35 @@ fn pings(count: usize) -> Vec<(String, LocationUpdate)> {
 
 /// Records on `topic` by high watermarks (transaction markers included, so an upper bound).
 fn high_watermarks(consumer: &BaseConsumer, topic: &str) -> i64 {
-    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).expect("metadata");
-    let partitions = metadata.topics().first().map_or(0, |t| t.partitions().len() as i32);
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .expect("metadata");
+    let partitions = metadata
+        .topics()
+        .first()
+        .map_or(0, |t| t.partitions().len() as i32);
     (0..partitions)
-        .map(|p| consumer.fetch_watermarks(topic, p, Duration::from_secs(10)).map_or(0, |(_, high)| high))
+        .map(|p| {
+            consumer
+                .fetch_watermarks(topic, p, Duration::from_secs(10))
+                .map_or(0, |(_, high)| high)
+        })
         .sum()
 }
 
 /// (user + system CPU seconds, peak RSS bytes) of a process, from /proc.
 fn cpu_and_peak_rss(pid: u32) -> (f64, u64) {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat.rsplit_once(") ").map(|(_, rest)| rest.split(' ').collect()).unwrap_or_default();
-    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    let fields: Vec<&str> = stat
+        .rsplit_once(") ")
+        .map(|(_, rest)| rest.split(' ').collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
     // utime and stime are fields 14 and 15 (1-based), 11 and 12 after the command name.
     let cpu = (ticks(11) + ticks(12)) / 100.0;
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -75,7 +98,11 @@ struct Figures {
     peak_rss: u64,
 }
 
-async fn run(mode: &'static str, input: &[(String, LocationUpdate)], binary: &std::path::Path) -> Figures {
+async fn run(
+    mode: &'static str,
+    input: &[(String, LocationUpdate)],
+    binary: &std::path::Path,
+) -> Figures {
     let t = TestTopology::with("bench-s1", |doc: &mut Value| {
         doc["operators"]["location-router"]["delivery"] = Value::from(mode);
         doc["operators"]["location-router"]["max_batch"] = Value::from(5000);
@@ -83,10 +110,20 @@ async fn run(mode: &'static str, input: &[(String, LocationUpdate)], binary: &st
     t.apply().await;
     produce(&t.topic("location.update"), input).await;
     let geo = &t.topology.geo;
-    let geometry = Geometry { cell_precision: geo.cell_precision, region_precision: geo.region_precision, halo_m: geo.halo_m };
+    let geometry = Geometry {
+        cell_precision: geo.cell_precision,
+        region_precision: geo.region_precision,
+        halo_m: geo.halo_m,
+    };
     let outputs: usize = input
         .iter()
-        .map(|(_, p)| geometry.route(check_point(p.lat, p.lon).expect("valid")).expect("routable").targets().count())
+        .map(|(_, p)| {
+            geometry
+                .route(check_point(p.lat, p.lon).expect("valid"))
+                .expect("routable")
+                .targets()
+                .count()
+        })
         .sum();
     let consumer: BaseConsumer = clients().base().create().expect("client");
     let output = t.topic("geo.driver");
@@ -95,7 +132,10 @@ async fn run(mode: &'static str, input: &[(String, LocationUpdate)], binary: &st
     let mut usage = (0.0, 0);
     while high_watermarks(&consumer, &output) < outputs as i64 {
         usage = cpu_and_peak_rss(router.pid());
-        assert!(started.elapsed() < Duration::from_secs(600), "the router did not finish in 10 minutes");
+        assert!(
+            started.elapsed() < Duration::from_secs(600),
+            "the router did not finish in 10 minutes"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     let seconds = started.elapsed().as_secs_f64();
@@ -103,16 +143,32 @@ async fn run(mode: &'static str, input: &[(String, LocationUpdate)], binary: &st
     if end.0 > 0.0 {
         usage = end;
     }
-    Figures { mode, events: input.len(), outputs, seconds, cpu_seconds: usage.0, peak_rss: usage.1 }
+    Figures {
+        mode,
+        events: input.len(),
+        outputs,
+        seconds,
+        cpu_seconds: usage.0,
+        peak_rss: usage.1,
+    }
 }
 
 #[tokio::main]
 async fn main() {
-    let count = std::env::var("S1_PINGS").ok().and_then(|v| v.parse().ok()).unwrap_or(300_000);
+    let count = std::env::var("S1_PINGS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(300_000);
     let binary = workspace_binary("surgeflow-location-router", "location-router");
     let input = pings(count);
-    println!("S1 location-router: {} pings pre-loaded, 6 input partitions, 12 output partitions", input.len());
-    println!("{:<14} {:>9} {:>9} {:>9} {:>10} {:>14} {:>10}", "mode", "events", "copies", "wall s", "events/s", "CPU s/M events", "peak RSS");
+    println!(
+        "S1 location-router: {} pings pre-loaded, 6 input partitions, 12 output partitions",
+        input.len()
+    );
+    println!(
+        "{:<14} {:>9} {:>9} {:>9} {:>10} {:>14} {:>10}",
+        "mode", "events", "copies", "wall s", "events/s", "CPU s/M events", "peak RSS"
+    );
     let mut json = Vec::new();
     for mode in ["exactly_once", "at_least_once"] {
         let f = run(mode, &input, &binary).await;
@@ -132,7 +188,12 @@ async fn main() {
             f.mode, f.events, f.outputs, f.seconds, f.cpu_seconds, per_million, f.peak_rss
         ));
     }
-    let path = surgeflow_testkit::project_root().join("target").join("bench-s1.json");
+    let path = surgeflow_testkit::project_root()
+        .join("target")
+        .join("bench-s1.json");
     std::fs::write(&path, format!("[{}]\n", json.join(","))).expect("writing the JSON");
-    println!("(wall time includes process start, group join and transaction init; JSON in {})", path.display());
+    println!(
+        "(wall time includes process start, group join and transaction init; JSON in {})",
+        path.display()
+    );
 }
