@@ -192,14 +192,19 @@ impl From<StackPaths> for StackConfig {
 }
 
 impl StackConfig {
-    /// The documented defaults for the given paths.
+    /// The documented defaults for the given paths. The ports can be moved with
+    /// `SURGEFLOW_DEV_KAFKA_PORT`, `SURGEFLOW_DEV_CONTROLLER_PORT` and
+    /// `SURGEFLOW_DEV_REGISTRY_PORT` (for a machine where the defaults are taken).
     pub fn new(paths: StackPaths) -> Self {
+        let port = |name: &str, default: u16| {
+            std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+        };
         Self {
             paths,
             host: IpAddr::V4(Ipv4Addr::LOCALHOST),
-            kafka_port: DEFAULT_KAFKA_PORT,
-            controller_port: DEFAULT_CONTROLLER_PORT,
-            registry_port: DEFAULT_REGISTRY_PORT,
+            kafka_port: port("SURGEFLOW_DEV_KAFKA_PORT", DEFAULT_KAFKA_PORT),
+            controller_port: port("SURGEFLOW_DEV_CONTROLLER_PORT", DEFAULT_CONTROLLER_PORT),
+            registry_port: port("SURGEFLOW_DEV_REGISTRY_PORT", DEFAULT_REGISTRY_PORT),
             startup_timeout: Duration::from_secs(120),
             stop_timeout: Duration::from_secs(20),
             java: PathBuf::from("java"),
