@@ -315,9 +315,14 @@ impl<O: Operator> Worker<O> {
         let mut batch: Vec<BorrowedMessage<'c>> = Vec::with_capacity(max.min(4096));
         let deadline = Instant::now() + self.settings.commit_interval;
         loop {
-            let buffered = self.aligner.as_ref().map_or(batch.len(), Aligner::len);
+            // Aligned: a full buffer only ends gathering once every partition has data, so a
+            // backlog of one input cannot starve the fetch of the other and then pass for it.
+            let full = match &self.aligner {
+                Some(aligner) => aligner.len() >= max && aligner.covers(&self.assigned),
+                None => batch.len() >= max,
+            };
             let left = deadline.saturating_duration_since(Instant::now());
-            if buffered >= max || left.is_zero() {
+            if full || left.is_zero() {
                 break;
             }
             let polled = consumer.poll(left);
