@@ -61,6 +61,15 @@ impl Operators {
 pub struct OperatorSpec<P> {
     /// Topics consumed, each declared under `topics`. Required, non-empty.
     pub inputs: Vec<String>,
+    /// Topics read whole by every instance as lookup tables (like a Kafka Streams
+    /// `GlobalKTable`): each instance reads all of their partitions from the beginning with a
+    /// consumer of its own and never commits, instead of sharing them through the group. For
+    /// compacted reference data whose partitioning differs from the inputs' (`driver.profile`
+    /// and `surge.multiplier` have 6 partitions, the `geo.*` inputs 12), which the range
+    /// assignor would otherwise split between instances. Each is declared under `topics` with
+    /// an Avro value and is not also an input. Default: none.
+    #[serde(default)]
+    pub tables: Vec<String>,
     /// Topics produced, each declared under `topics` and not `value: raw`. Required, non-empty.
     pub outputs: Vec<String>,
     /// Dead-letter topic receiving the original bytes of records that cannot be processed;
@@ -111,6 +120,7 @@ impl<P> OperatorSpec<P> {
         OperatorCommon {
             name,
             inputs: &self.inputs,
+            tables: &self.tables,
             outputs: &self.outputs,
             dlq: &self.dlq,
             replicas: self.replicas,
@@ -148,6 +158,8 @@ pub struct OperatorCommon<'a> {
     pub name: &'static str,
     /// Topics consumed.
     pub inputs: &'a [String],
+    /// Topics every instance reads whole as lookup tables.
+    pub tables: &'a [String],
     /// Topics produced.
     pub outputs: &'a [String],
     /// Dead-letter topic.

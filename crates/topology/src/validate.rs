@@ -366,6 +366,32 @@ fn operator_common(p: &mut Problems, topology: &Topology, op: &OperatorCommon<'_
         }
     }
 
+    for (i, table) in op.tables.iter().enumerate() {
+        let path = format!("{base}.tables[{i}]");
+        if op.tables[..i].contains(table) {
+            p.push(path, format!("topic `{table}` is listed twice"));
+        } else if op.inputs.contains(table) {
+            p.push(
+                path,
+                format!(
+                    "topic `{table}` is also an input; a topic is either shared through the \
+                     consumer group or read whole by every instance, not both"
+                ),
+            );
+        } else if let Some(spec) = declared(p, path.clone(), table)
+            && spec.value.avro().is_none()
+        {
+            p.push(
+                path,
+                format!(
+                    "topic `{table}` has `value: {}`; a table is decoded into typed rows, so its \
+                     values need an `.avsc` schema",
+                    spec.value
+                ),
+            );
+        }
+    }
+
     if op.outputs.is_empty() {
         p.push(format!("{base}.outputs"), "must list at least one topic");
     }

@@ -98,6 +98,10 @@ fn real_topology_loads_with_documented_defaults() {
     assert_eq!(matcher.transactional_id_prefix, "surgeflow.matcher");
     assert_eq!(matcher.http_port, 9104);
     assert_eq!(matcher.dlq, "dlq.geo");
+    assert_eq!(matcher.inputs, ["geo.driver", "geo.trip"]);
+    assert_eq!(matcher.tables, ["driver.profile", "surge.multiplier"]);
+    let pricer = topology.operators.get("surge-pricer").unwrap();
+    assert!(pricer.tables.is_empty(), "tables default to none");
 }
 
 /// The serde defaults of the params types are documented as "the value shipped in
@@ -404,6 +408,47 @@ fn operator_reads_an_undeclared_topic() {
         &errors,
         "operators.location-router.inputs[1]",
         "topic `nope` is not declared under `topics`",
+    );
+}
+
+#[test]
+fn operator_reads_tables() {
+    let yaml = base_with(&[(
+        "inputs: [regional]",
+        "inputs: [regional]\n    tables: [surge]",
+    )]);
+    let topology = Fixture::new()
+        .load(&yaml, &[])
+        .unwrap_or_else(|e| panic!("{e}"));
+    let pricer = topology.operators.get("surge-pricer").unwrap();
+    assert_eq!(pricer.tables, ["surge"]);
+    assert_eq!(pricer.inputs, ["regional"]);
+}
+
+#[test]
+fn bad_tables_are_each_named() {
+    let yaml = base_with(&[(
+        "inputs: [regional]",
+        "inputs: [regional]\n    tables: [nope, dlq.pings, regional, surge, surge]",
+    )]);
+    let errors = load_err(&yaml, &[]);
+    let base = "operators.surge-pricer.tables";
+    assert_error(
+        &errors,
+        &format!("{base}[0]"),
+        "topic `nope` is not declared under `topics`",
+    );
+    assert_error(
+        &errors,
+        &format!("{base}[1]"),
+        "topic `dlq.pings` has `value: raw`",
+    );
+    assert_error(&errors, &format!("{base}[2]"), "is also an input");
+    assert_eq!(errors.at(&format!("{base}[3]")).count(), 0, "{errors}");
+    assert_error(
+        &errors,
+        &format!("{base}[4]"),
+        "topic `surge` is listed twice",
     );
 }
 
