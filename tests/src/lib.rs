@@ -46,9 +46,12 @@ pub fn cluster() -> &'static TestCluster {
                 registry_url,
             };
         }
-        let stack = surgeflow_devstack::DevStack::new(surgeflow_devstack::StackConfig::new(
-            surgeflow_devstack::StackPaths::for_project(&project_root()),
-        ));
+        let stack = surgeflow_devstack::DevStack::new(
+            surgeflow_devstack::StackConfig::new(surgeflow_devstack::StackPaths::for_project(
+                &project_root(),
+            ))
+            .with_env_ports(),
+        );
         let status = stack
             .up()
             .unwrap_or_else(|e| panic!("starting the local Kafka and registry for tests: {e}"));

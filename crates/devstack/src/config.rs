@@ -192,19 +192,14 @@ impl From<StackPaths> for StackConfig {
 }
 
 impl StackConfig {
-    /// The documented defaults for the given paths. The ports can be moved with
-    /// `SURGEFLOW_DEV_KAFKA_PORT`, `SURGEFLOW_DEV_CONTROLLER_PORT` and
-    /// `SURGEFLOW_DEV_REGISTRY_PORT` (for a machine where the defaults are taken).
+    /// The documented defaults for the given paths.
     pub fn new(paths: StackPaths) -> Self {
-        let port = |name: &str, default: u16| {
-            std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-        };
         Self {
             paths,
             host: IpAddr::V4(Ipv4Addr::LOCALHOST),
-            kafka_port: port("SURGEFLOW_DEV_KAFKA_PORT", DEFAULT_KAFKA_PORT),
-            controller_port: port("SURGEFLOW_DEV_CONTROLLER_PORT", DEFAULT_CONTROLLER_PORT),
-            registry_port: port("SURGEFLOW_DEV_REGISTRY_PORT", DEFAULT_REGISTRY_PORT),
+            kafka_port: DEFAULT_KAFKA_PORT,
+            controller_port: DEFAULT_CONTROLLER_PORT,
+            registry_port: DEFAULT_REGISTRY_PORT,
             startup_timeout: Duration::from_secs(120),
             stop_timeout: Duration::from_secs(20),
             java: PathBuf::from("java"),
@@ -216,9 +211,25 @@ impl StackConfig {
         }
     }
 
-    /// Defaults with [`StackPaths::discover`].
+    /// Moves the ports as `SURGEFLOW_DEV_KAFKA_PORT`, `SURGEFLOW_DEV_CONTROLLER_PORT` and
+    /// `SURGEFLOW_DEV_REGISTRY_PORT` say, for a machine where the defaults are taken.
+    #[must_use]
+    pub fn with_env_ports(mut self) -> Self {
+        let port = |name: &str, default: u16| {
+            std::env::var(name)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(default)
+        };
+        self.kafka_port = port("SURGEFLOW_DEV_KAFKA_PORT", self.kafka_port);
+        self.controller_port = port("SURGEFLOW_DEV_CONTROLLER_PORT", self.controller_port);
+        self.registry_port = port("SURGEFLOW_DEV_REGISTRY_PORT", self.registry_port);
+        self
+    }
+
+    /// Defaults with [`StackPaths::discover`] and the ports from the environment.
     pub fn discover() -> Self {
-        Self::new(StackPaths::discover())
+        Self::new(StackPaths::discover()).with_env_ports()
     }
 
     /// Kafka's client address (`bootstrap.servers`).

@@ -9,6 +9,7 @@
 //!   cooperative-sticky assignor, state restore by replaying recent input, and librdkafka's
 //!   error classes (retry, abort and rewind, rebuild the producer);
 //! - [`align`]: timestamp-ordered processing of co-partitioned inputs for stateful operators;
+//! - [`catch_up`]: reading topics to their end outside the group (tables, outputs read back);
 //! - [`rebalance`]: the consumer context that records rebalances and exports consumer lag;
 //! - [`replay`]: reading recent input back in timestamp order to rebuild state;
 //! - [`http`]: `/metrics`, `/healthz`, `/readyz` and the operator's own routes;
@@ -16,6 +17,7 @@
 
 pub mod align;
 pub mod app;
+pub mod catch_up;
 pub mod http;
 pub mod operator;
 pub mod rebalance;

@@ -39,7 +39,6 @@
 //!
 //! Metrics are listed in this crate's README.
 
-mod catch_up;
 mod published;
 mod records;
 mod tables;

@@ -18,8 +18,8 @@ use surgeflow_runtime::RecordError;
 use surgeflow_schema::{MatchProposal, MatchUnfilled, Product};
 
 use crate::NAME;
-use crate::catch_up::{self, Start};
 use crate::records::{Decoder, proposal_seed, unfilled_seed};
+use surgeflow_runtime::catch_up::{self, Start};
 
 /// Longest a read-back may take before the restore gives up (and the instance restarts).
 const READ_TIMEOUT: Duration = Duration::from_secs(120);

@@ -21,8 +21,8 @@ use surgeflow_runtime::RecordError;
 use surgeflow_schema::{DriverProfile, Product, SurgeMultiplier};
 
 use crate::NAME;
-use crate::catch_up::{self, Start};
 use crate::records::{Decoder, ProfileChange, profile_change, surge_change};
+use surgeflow_runtime::catch_up::{self, Start};
 
 /// Longest the first full read of the tables may take.
 const LOAD_TIMEOUT: Duration = Duration::from_secs(300);

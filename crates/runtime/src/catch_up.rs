@@ -1,15 +1,13 @@
 //! Reading every partition of some topics up to the end offsets they had when reading began.
 //!
-//! Both things the matcher reads outside its consumer group need this: the tables
+//! Operators need this for what they read outside their consumer group: the matcher's tables
 //! (`driver.profile`, `surge.multiplier`) are read whole before processing starts, and a
-//! restore reads back what was already published (`match.proposal`, `match.unfilled`). Reading
+//! restore reads back what was already published (the matcher's proposals, the pricer's
+//! multipliers). Reading
 //! "to the end" means up to the high watermark of each partition as it was when reading began:
 //! with `read_committed` a consumer's position can stop short of that watermark on a
 //! transaction still open, and steps over transaction markers without delivering them, so the
 //! end is detected by the position, not by the offset of the last record delivered.
-//!
-//! The surge pricer's `published.rs` does the same for its own read-back; this belongs in a
-//! shared crate once a third user appears.
 
 use std::time::{Duration, Instant};
 
@@ -23,7 +21,7 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Where reading starts in each partition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Start {
+pub enum Start {
     /// The first record still in the log, in every partition, empty ones included: the
     /// consumer goes on following all of them afterwards (the tables).
     Beginning,
@@ -34,11 +32,11 @@ pub(crate) enum Start {
 
 /// The partitions still to be read to their end, with the offset that ends each.
 #[derive(Debug, Default)]
-pub(crate) struct Ends(Vec<(String, i32, i64)>);
+pub struct Ends(Vec<(String, i32, i64)>);
 
 impl Ends {
     /// True when every partition reached its end.
-    pub(crate) fn is_empty(&self) -> bool {
+    pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
 
@@ -54,11 +52,7 @@ impl Ends {
 ///
 /// # Errors
 /// When metadata or offsets cannot be fetched, or the assignment is refused.
-pub(crate) fn assign(
-    consumer: &BaseConsumer,
-    topics: &[&str],
-    start: Start,
-) -> anyhow::Result<Ends> {
+pub fn assign(consumer: &BaseConsumer, topics: &[&str], start: Start) -> anyhow::Result<Ends> {
     let mut ends = Ends::default();
     let mut wanted = TopicPartitionList::new();
     for &topic in topics {
@@ -118,7 +112,7 @@ pub(crate) fn assign(
 ///
 /// # Errors
 /// A consumer error, `visit`'s error, or running past `deadline`.
-pub(crate) fn read_to_end(
+pub fn read_to_end(
     consumer: &BaseConsumer,
     ends: &mut Ends,
     deadline: Instant,
