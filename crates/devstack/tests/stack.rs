@@ -86,10 +86,15 @@ fn project_stack_comes_up_once_and_stays_up() {
     );
     let subjects = http(first.registry.address, "GET", "/subjects", None);
     assert_eq!(subjects.status, 200, "{subjects:?}");
-    assert_eq!(first.bootstrap_servers(), "127.0.0.1:9092");
+    // The documented ports, unless the environment moved them.
+    let config = stack.config();
+    assert_eq!(
+        first.bootstrap_servers(),
+        format!("127.0.0.1:{}", config.kafka_port)
+    );
     assert_eq!(
         first.registry_url(),
-        "http://127.0.0.1:8081/apis/ccompat/v7"
+        format!("http://127.0.0.1:{}/apis/ccompat/v7", config.registry_port)
     );
 
     // A second `up` is a no-op.
