@@ -140,6 +140,8 @@ struct Env {
     schemas: SchemaCache,
     handle: tokio::runtime::Handle,
     registry_retry: Duration,
+    /// The last gathering ended on an empty poll (see [`Context::caught_up`]).
+    caught_up: bool,
 }
 
 /// The context handed to the operator; `restoring` suppresses its output.
@@ -157,6 +159,7 @@ fn context_at<'a>(env: &'a Env, out: &'a mut Output, restoring: bool, now_ms: i6
         out,
         now_ms,
         restoring,
+        caught_up: env.caught_up,
     }
 }
 
@@ -223,6 +226,7 @@ impl<O: Operator> Worker<O> {
                 schemas,
                 handle,
                 registry_retry: settings_retry,
+                caught_up: false,
             },
             dead: Vec::new(),
             assigned: BTreeSet::new(),
@@ -314,6 +318,7 @@ impl<O: Operator> Worker<O> {
         let max = self.settings.max_batch;
         let mut batch: Vec<BorrowedMessage<'c>> = Vec::with_capacity(max.min(4096));
         let deadline = Instant::now() + self.settings.commit_interval;
+        self.env.caught_up = false;
         loop {
             // Aligned: a full buffer only ends gathering once every partition has data, so a
             // backlog of one input cannot starve the fetch of the other and then pass for it.
@@ -355,7 +360,7 @@ impl<O: Operator> Worker<O> {
                     }
                     tracing::warn!(error = %e, "consumer error");
                 }
-                None => {}
+                None => self.env.caught_up = true,
             }
         }
         Ok(match &mut self.aligner {

@@ -468,7 +468,12 @@ impl Operator for Matcher {
             if part.engine.is_restoring() {
                 continue;
             }
-            if let Some(anchor) = part.anchor {
+            // Only a caught-up input runs the clock on by processing time: during a backlog a
+            // pause is a slow commit or a busy machine, and offers would lapse that the
+            // records still queued answer in time.
+            if let Some(anchor) = part.anchor
+                && ctx.caught_up
+            {
                 let out = part.engine.advance(tick_clock(anchor, ctx.now_ms));
                 self.publisher.publish(out, &mut part.requested_at, ctx)?;
             }

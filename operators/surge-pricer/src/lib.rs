@@ -62,6 +62,8 @@ enum Input {
 struct Partition {
     engine: SurgeEngine<Product>,
     regions: BTreeSet<Region>,
+    /// The processing clock of the last record ingested.
+    last_ingest_ms: i64,
 }
 
 /// The surge pricer.
@@ -176,6 +178,7 @@ impl SurgePricer {
                 Partition {
                     engine,
                     regions: BTreeSet::new(),
+                    last_ingest_ms: ctx.now_ms,
                 },
             );
         }
@@ -213,6 +216,7 @@ impl Operator for SurgePricer {
                 let d: GeoDriver = ctx.decode(record.payload)?;
                 let cell = cell_of(d.cell)?;
                 let part = self.partition(record.partition, ctx)?;
+                part.last_ingest_ms = now;
                 if !d.halo
                     && let Ok(region) = Region::of(cell, region_precision)
                 {
@@ -238,6 +242,7 @@ impl Operator for SurgePricer {
                 let t: GeoTrip = ctx.decode(record.payload)?;
                 let cell = cell_of(t.cell)?;
                 let part = self.partition(record.partition, ctx)?;
+                part.last_ingest_ms = now;
                 if !t.halo
                     && let Ok(region) = Region::of(cell, region_precision)
                 {
@@ -283,7 +288,15 @@ impl Operator for SurgePricer {
         let mut watermark_lag = 0.0f64;
         for (partition, part) in &mut self.partitions {
             let before = self.updates.len();
-            part.engine.advance(ctx.now_ms, &mut self.updates);
+            // Only a caught-up input may advance on idle: during a backlog, a pause between
+            // records is a slow commit or a busy machine, not a quiet city, and extrapolating
+            // the watermark through it would make the records still queued late.
+            let clock = if ctx.caught_up {
+                ctx.now_ms
+            } else {
+                part.last_ingest_ms
+            };
+            part.engine.advance(clock, &mut self.updates);
             if self.updates.len() > before || part.engine.last_tick().is_some() {
                 self.view.refresh(*partition, &part.engine, &part.regions);
             }
