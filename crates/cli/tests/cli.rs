@@ -49,7 +49,7 @@ fn check_accepts_the_project_topology() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("ok (17 topics, 4 operators)"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ok (18 topics, 4 operators)"));
 }
 
 #[test]

@@ -103,6 +103,7 @@
 //! idle cells and drivers expire, so both passes cover only what is active.
 
 mod config;
+mod curve;
 mod demand;
 mod engine;
 mod error;
@@ -111,6 +112,7 @@ mod supply;
 mod time;
 
 pub use config::{SurgeConfig, replay_horizon_ms};
+pub use curve::SurgeCurve;
 pub use engine::{
     Admission, CellView, DriverKey, DriverPing, DriverStatus, RejectReason, Rejections,
     SurgeCounters, SurgeEngine, SurgeUpdate, TripKey, TripKind, TripSignal,

@@ -7,20 +7,13 @@
 //! `1.25 × 10 = 12.5` exactly, where `1.25 / 0.1 = 12.499999999999998`.
 
 use super::SurgeConfig;
-
-/// Tolerance, in steps, for float noise when rounding half up.
-const NOISE_STEPS: f64 = 1e-9;
-
-/// Rounds a value in steps to the nearest integer, halves up, saturating at `0..=u32::MAX`.
-fn round_half_up(steps: f64) -> u32 {
-    // `as` saturates (and maps NaN to 0).
-    (steps + 0.5 + NOISE_STEPS).floor() as u32
-}
+use super::curve::{NOISE_STEPS, SurgeCurve, round_half_up};
 
 /// The curve, bounds and damping parameters of a validated [`SurgeConfig`], in steps.
 #[derive(Debug, Clone)]
 pub(crate) struct Pricing {
-    curve: Vec<(f64, f64)>,
+    /// The stateless part: curve, cap and step (shared with the Arroyo UDF).
+    curve: SurgeCurve,
     /// Steps per 1.0 (`1 / step`).
     per_unit: u32,
     /// 1.0 and the cap, in steps (the cap rounded down to a step).
@@ -35,13 +28,14 @@ pub(crate) struct Pricing {
 impl Pricing {
     /// The arithmetic of a config the caller has validated.
     pub(crate) fn new(config: &SurgeConfig) -> Self {
-        let per_unit = config.steps_per_unit();
+        let curve = SurgeCurve::of_validated(config);
+        let per_unit = curve.per_unit();
         let units = f64::from(per_unit);
         Self {
-            curve: config.curve.clone(),
             per_unit,
             one: per_unit,
-            cap: (config.cap * units + NOISE_STEPS).floor().max(units) as u32,
+            cap: curve.cap_steps(),
+            curve,
             alpha: config.ewma_alpha,
             max_change: config.max_change_per_tick * units,
             hysteresis: config.hysteresis * units,
@@ -72,27 +66,11 @@ impl Pricing {
         steps.clamp(self.one, self.cap)
     }
 
-    /// The curve at a demand/supply ratio: linear between points, flat outside them.
-    fn curve_at(&self, ratio: f64) -> f64 {
-        let mut below = None;
-        for &(r, m) in &self.curve {
-            if ratio < r {
-                return match below {
-                    None => m,
-                    Some((r0, m0)) => m0 + (ratio - r0) / (r - r0) * (m - m0),
-                };
-            }
-            below = Some((r, m));
-        }
-        below.map_or(1.0, |(_, m)| m)
-    }
-
     /// The target multiplier for a smoothed demand/supply ratio: the curve, clamped to
-    /// `[1.0, cap]`, rounded half up to a step.
+    /// `[1.0, cap]`, rounded half up to a step ([`SurgeCurve::steps`], the one
+    /// implementation the UDF shares).
     pub(crate) fn target(&self, ratio: f64) -> u32 {
-        let cap = self.multiplier(self.cap);
-        let value = self.curve_at(ratio).clamp(1.0, cap);
-        self.clamp(round_half_up(value * f64::from(self.per_unit)))
+        self.curve.steps(ratio)
     }
 
     /// One damping step from `current` towards `target` (both in steps).
@@ -134,18 +112,6 @@ mod tests {
 
     fn pricing() -> Pricing {
         Pricing::new(&SurgeConfig::default())
-    }
-
-    #[test]
-    fn curve_is_piecewise_linear_and_flat_outside() {
-        let p = pricing();
-        assert_eq!(p.curve_at(0.0), 1.0);
-        assert_eq!(p.curve_at(1.0), 1.0);
-        assert_eq!(p.curve_at(1.5), 1.25);
-        assert_eq!(p.curve_at(2.0), 1.5);
-        assert_eq!(p.curve_at(3.25), 2.125);
-        assert_eq!(p.curve_at(4.0), 2.5);
-        assert_eq!(p.curve_at(1e9), 2.5);
     }
 
     #[test]
