@@ -252,6 +252,50 @@ pub fn workspace_binary(package: &str, bin: &str) -> PathBuf {
     profile_dir.join(bin)
 }
 
+/// What a process has used so far, from `/proc` (benchmarks report it).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ProcessUsage {
+    /// User + system CPU seconds.
+    pub cpu_seconds: f64,
+    /// Resident set now, bytes.
+    pub rss: u64,
+    /// Peak resident set, bytes.
+    pub peak_rss: u64,
+}
+
+impl ProcessUsage {
+    /// The usage of process `pid`; zeros once it is gone.
+    pub fn of(pid: u32) -> Self {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let fields: Vec<&str> = stat
+            .rsplit_once(") ")
+            .map(|(_, rest)| rest.split(' ').collect())
+            .unwrap_or_default();
+        let ticks = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let bytes = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<u64>().ok())
+                .unwrap_or(0)
+                * 1024
+        };
+        // utime and stime are fields 14 and 15 (1-based), 11 and 12 after the command name;
+        // the kernel counts them in clock ticks of 1/100 s.
+        ProcessUsage {
+            cpu_seconds: (ticks(11) + ticks(12)) / 100.0,
+            rss: bytes("VmRSS:"),
+            peak_rss: bytes("VmHWM:"),
+        }
+    }
+}
+
 /// A running operator binary, killed when dropped.
 pub struct OperatorProcess {
     child: std::process::Child,
@@ -404,21 +448,31 @@ fn send_all<'a>(topic: &str, records: impl IntoIterator<Item = (&'a [u8], &'a [u
         if let Some(ts) = timestamp {
             record = record.timestamp(ts);
         }
-        loop {
-            match producer.send(record) {
-                Ok(()) => break,
-                Err((e, back))
-                    if e.rdkafka_error_code()
-                        == Some(rdkafka::types::RDKafkaErrorCode::QueueFull) =>
-                {
-                    producer.poll(Duration::from_millis(50));
-                    record = back;
-                }
-                Err((e, _)) => panic!("producing to {topic}: {e}"),
-            }
-        }
+        send_record(&producer, record);
     }
     producer.flush(Duration::from_secs(30)).expect("flush");
+}
+
+/// Enqueues one record, waiting while librdkafka's queue is full.
+///
+/// # Panics
+/// On any other produce error.
+pub fn send_record(
+    producer: &rdkafka::producer::BaseProducer,
+    mut record: BaseRecord<'_, [u8], [u8]>,
+) {
+    loop {
+        match producer.send(record) {
+            Ok(()) => return,
+            Err((e, back))
+                if e.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::QueueFull) =>
+            {
+                producer.poll(Duration::from_millis(1));
+                record = back;
+            }
+            Err((e, _)) => panic!("producing: {e}"),
+        }
+    }
 }
 
 /// Reads `topic` from the beginning with `read_committed` until `expected` records arrived (or

@@ -16,7 +16,9 @@ use serde_yaml_ng::Value;
 use surgeflow_domain::routing::{Geometry, check_point};
 use surgeflow_schema::LocationUpdate;
 use surgeflow_sim::{CityConfig, SimEvent, Simulation};
-use surgeflow_testkit::{OperatorProcess, TestTopology, clients, produce, workspace_binary};
+use surgeflow_testkit::{
+    OperatorProcess, ProcessUsage, TestTopology, clients, produce, workspace_binary,
+};
 
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -65,30 +67,6 @@ fn high_watermarks(consumer: &BaseConsumer, topic: &str) -> i64 {
         .sum()
 }
 
-/// (user + system CPU seconds, peak RSS bytes) of a process, from /proc.
-fn cpu_and_peak_rss(pid: u32) -> (f64, u64) {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit_once(") ")
-        .map(|(_, rest)| rest.split(' ').collect())
-        .unwrap_or_default();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    // utime and stime are fields 14 and 15 (1-based), 11 and 12 after the command name.
-    let cpu = (ticks(11) + ticks(12)) / 100.0;
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let rss_kb = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<u64>().ok())
-        .unwrap_or(0);
-    (cpu, rss_kb * 1024)
-}
-
 struct Figures {
     mode: &'static str,
     events: usize,
@@ -129,9 +107,9 @@ async fn run(
     let output = t.topic("geo.driver");
     let started = Instant::now();
     let router = OperatorProcess::start(binary, &t, "bench-0");
-    let mut usage = (0.0, 0);
+    let mut usage = ProcessUsage::default();
     while high_watermarks(&consumer, &output) < outputs as i64 {
-        usage = cpu_and_peak_rss(router.pid());
+        usage = ProcessUsage::of(router.pid());
         assert!(
             started.elapsed() < Duration::from_secs(600),
             "the router did not finish in 10 minutes"
@@ -139,8 +117,8 @@ async fn run(
         std::thread::sleep(Duration::from_millis(100));
     }
     let seconds = started.elapsed().as_secs_f64();
-    let end = cpu_and_peak_rss(router.pid());
-    if end.0 > 0.0 {
+    let end = ProcessUsage::of(router.pid());
+    if end.cpu_seconds > 0.0 {
         usage = end;
     }
     Figures {
@@ -148,8 +126,8 @@ async fn run(
         events: input.len(),
         outputs,
         seconds,
-        cpu_seconds: usage.0,
-        peak_rss: usage.1,
+        cpu_seconds: usage.cpu_seconds,
+        peak_rss: usage.peak_rss,
     }
 }
 

@@ -30,8 +30,8 @@ use surgeflow_domain::routing::Geometry;
 use surgeflow_kafka::Encoder;
 use surgeflow_schema::{DriverStatus, GeoDriver, GeoTrip, Product, TripEventKind};
 use surgeflow_testkit::{
-    OperatorProcess, TestTopology, clients, free_port, produce_timed, registry, unique_name,
-    workspace_binary,
+    OperatorProcess, ProcessUsage, TestTopology, clients, free_port, produce_timed, registry,
+    send_record, unique_name, workspace_binary,
 };
 
 fn now_ms() -> i64 {
@@ -275,47 +275,6 @@ fn wait_consumed(t: &TestTopology, topic: &str, timeout: Duration) {
     }
 }
 
-/// What /proc says about a process.
-#[derive(Debug, Clone, Copy, Default)]
-struct Usage {
-    /// User + system CPU seconds.
-    cpu: f64,
-    /// Resident set now, bytes.
-    rss: u64,
-    /// Peak resident set, bytes.
-    peak_rss: u64,
-}
-
-fn usage(pid: u32) -> Usage {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit_once(") ")
-        .map(|(_, rest)| rest.split(' ').collect())
-        .unwrap_or_default();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    // utime and stime are fields 14 and 15 (1-based), 11 and 12 after the command name.
-    let cpu = (ticks(11) + ticks(12)) / 100.0;
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let kb = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<u64>().ok())
-            .unwrap_or(0)
-            * 1024
-    };
-    Usage {
-        cpu,
-        rss: kb("VmRSS:"),
-        peak_rss: kb("VmHWM:"),
-    }
-}
-
 fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .unwrap_or_default()
@@ -450,7 +409,7 @@ async fn run(
     }
     // Let it join the group and settle.
     std::thread::sleep(Duration::from_secs(5));
-    let before = usage(pid);
+    let before = ProcessUsage::of(pid);
 
     // 1. Drivers.
     let drivers = driver_records(&geometry, positions, now_ms());
@@ -468,7 +427,7 @@ async fn run(
         indexed = now;
     }
     let index_seconds = index_started.elapsed().as_secs_f64();
-    let after_index = usage(pid);
+    let after_index = ProcessUsage::of(pid);
 
     // 2. Requests on a fixed schedule; payloads encoded beforehand.
     let count = pickups.len();
@@ -507,7 +466,7 @@ async fn run(
         assert!(Instant::now() < t0, "the reader was not assigned in time");
         let _ = reader.poll(Duration::from_millis(100));
     }
-    let cpu_start = usage(pid).cpu;
+    let cpu_start = ProcessUsage::of(pid).cpu_seconds;
 
     let prefix = format!("{tag}-");
     let (sent, first, retries) = std::thread::scope(|s| {
@@ -522,23 +481,11 @@ async fn run(
                 } else {
                     max_lag = max_lag.max(now - intended);
                 }
-                let mut record = BaseRecord::to(&trip_topic)
+                let record = BaseRecord::to(&trip_topic)
                     .key(key.as_bytes())
                     .payload(payload.as_slice())
                     .timestamp(*time);
-                loop {
-                    match producer.send(record) {
-                        Ok(()) => break,
-                        Err((e, back))
-                            if e.rdkafka_error_code()
-                                == Some(rdkafka::types::RDKafkaErrorCode::QueueFull) =>
-                        {
-                            producer.poll(Duration::from_millis(1));
-                            record = back;
-                        }
-                        Err((e, _)) => panic!("producing a request: {e}"),
-                    }
-                }
+                send_record(&producer, record);
                 producer.poll(Duration::ZERO);
             }
             let finished = Instant::now();
@@ -577,7 +524,7 @@ async fn run(
         }
         (sender.join().expect("sender"), first, retries)
     });
-    let end = usage(pid);
+    let end = ProcessUsage::of(pid);
     let (send_finished, max_lag) = sent;
 
     let mut latencies = Vec::with_capacity(count);
@@ -609,7 +556,7 @@ async fn run(
         driver_records: drivers.len(),
         drivers_indexed: indexed,
         index_seconds,
-        index_cpu_seconds: after_index.cpu - before.cpu,
+        index_cpu_seconds: after_index.cpu_seconds - before.cpu_seconds,
         requests: count,
         send_seconds: send_finished.saturating_duration_since(t0).as_secs_f64(),
         max_send_lag_ms: max_lag.as_secs_f64() * 1e3,
@@ -622,7 +569,7 @@ async fn run(
         p99_ms: quantile(&latencies, 0.99),
         p999_ms: quantile(&latencies, 0.999),
         max_ms: latencies.last().copied().unwrap_or(f64::NAN),
-        request_cpu_seconds: end.cpu - cpu_start,
+        request_cpu_seconds: end.cpu_seconds - cpu_start,
         rss_before: before.rss,
         rss_indexed: after_index.rss,
         peak_rss: end.peak_rss.max(after_index.peak_rss),
