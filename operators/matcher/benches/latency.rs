@@ -178,34 +178,6 @@ fn request(geometry: &Geometry, trip_id: String, pickup: LatLon, time: i64) -> (
     )
 }
 
-/// The namespaced topology, with the matcher's `tables` namespaced too (the harness renames
-/// `inputs`, `outputs` and `dlq` only; see the matcher's e2e test).
-fn test_topology(name: &str, edit: impl FnOnce(&mut Value)) -> TestTopology {
-    TestTopology::with(name, |doc| {
-        let topics: Vec<String> = doc["topics"]
-            .as_mapping()
-            .map(|m| {
-                m.keys()
-                    .filter_map(|k| k.as_str().map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default();
-        if let Some(Value::Sequence(tables)) = doc["operators"]["matcher"].get_mut("tables") {
-            for table in tables {
-                let Some(name) = table.as_str().map(str::to_owned) else {
-                    continue;
-                };
-                if !topics.contains(&name)
-                    && let Some(renamed) = topics.iter().find(|t| t.ends_with(&format!(".{name}")))
-                {
-                    *table = Value::String(renamed.clone());
-                }
-            }
-        }
-        edit(doc);
-    })
-}
-
 /// The operator's `/metrics` page (empty while it does not answer).
 fn scrape(port: u16) -> String {
     use std::io::{Read, Write};
@@ -374,7 +346,7 @@ async fn run(
 ) -> Figures {
     let load_before = loadavg();
     let (delivery, window) = (mode.delivery, mode.batch_window_ms);
-    let t = test_topology("bench-s3", |doc: &mut Value| {
+    let t = TestTopology::with("bench-s3", |doc: &mut Value| {
         let m = &mut doc["operators"]["matcher"];
         m["delivery"] = Value::from(delivery);
         m["params"]["batch_window_ms"] = Value::from(window);

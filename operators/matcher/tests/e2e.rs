@@ -38,34 +38,6 @@ fn now_ms() -> i64 {
         .as_millis() as i64
 }
 
-/// The namespaced test topology, with the matcher's `tables` namespaced too (the harness
-/// renames `inputs`, `outputs` and `dlq`; a table already renamed is left alone).
-fn test_topology(name: &str, edit: impl FnOnce(&mut Value)) -> TestTopology {
-    TestTopology::with(name, |doc| {
-        let topics: Vec<String> = doc["topics"]
-            .as_mapping()
-            .map(|m| {
-                m.keys()
-                    .filter_map(|k| k.as_str().map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default();
-        if let Some(Value::Sequence(tables)) = doc["operators"]["matcher"].get_mut("tables") {
-            for table in tables {
-                let Some(name) = table.as_str().map(str::to_owned) else {
-                    continue;
-                };
-                if !topics.contains(&name)
-                    && let Some(renamed) = topics.iter().find(|t| t.ends_with(&format!(".{name}")))
-                {
-                    *table = Value::String(renamed.clone());
-                }
-            }
-        }
-        edit(doc);
-    })
-}
-
 /// The point `north_m` north and `east_m` east of `p`.
 fn offset(p: LatLon, north_m: f64, east_m: f64) -> LatLon {
     LatLon {
@@ -274,7 +246,7 @@ fn offer(trip: &str, attempt: i32, driver: &str, surge: f64) -> Offer {
 #[tokio::test(flavor = "multi_thread")]
 async fn matches_a_scripted_day_exactly() {
     let started = Instant::now();
-    let t = test_topology("matcher", short_offers);
+    let t = TestTopology::with("matcher", short_offers);
     t.apply().await;
     let mut input = Input::new(&t);
 
@@ -725,7 +697,7 @@ fn written(t: &TestTopology, name: &str) -> i64 {
 async fn a_killed_matcher_neither_repeats_nor_loses_a_decision() {
     let started = Instant::now();
     // Small batches, so the stream takes a while and kills land mid-stream.
-    let t = test_topology("matcher-crash", |doc| {
+    let t = TestTopology::with("matcher-crash", |doc| {
         doc["operators"]["matcher"]["max_batch"] = Value::Number(25.into());
         short_offers(doc);
     });
