@@ -42,6 +42,9 @@ use crate::replay::Replay;
 /// Timeout for one call to the broker (commit, offsets, metadata).
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long an at-least-once batch with records waits for more before it closes.
+const EARLY_CLOSE_POLL: Duration = Duration::from_millis(1);
+
 /// How long a stateful operator's co-partitions wait for an empty sibling before going on.
 const ALIGN_IDLE: Duration = Duration::from_millis(500);
 
@@ -330,7 +333,19 @@ impl<O: Operator> Worker<O> {
             if full || left.is_zero() {
                 break;
             }
-            let polled = consumer.poll(left);
+            // At least once, a batch closes as soon as the consumer's queue runs dry: nothing
+            // waits for a transaction, so holding records back only adds latency. Exactly once
+            // keeps gathering for the commit interval: every batch is a transaction.
+            let has_work = match &self.aligner {
+                Some(aligner) => !aligner.is_empty(),
+                None => !batch.is_empty(),
+            };
+            let close_when_dry = has_work && self.settings.delivery == Delivery::AtLeastOnce;
+            let polled = consumer.poll(if close_when_dry {
+                left.min(EARLY_CLOSE_POLL)
+            } else {
+                left
+            });
             self.apply_changes(consumer, &mut batch)?;
             match polled {
                 Some(Ok(message)) => {
@@ -360,7 +375,12 @@ impl<O: Operator> Worker<O> {
                     }
                     tracing::warn!(error = %e, "consumer error");
                 }
-                None => self.env.caught_up = true,
+                None => {
+                    self.env.caught_up = true;
+                    if close_when_dry {
+                        break;
+                    }
+                }
             }
         }
         Ok(match &mut self.aligner {

@@ -16,7 +16,8 @@
 //!    peak RSS and RSS per indexed driver, and writes the figures to `target/bench-s3.json`.
 //!
 //! `cargo bench -p surgeflow-matcher --bench latency` (env `S3_DRIVERS`, `S3_RATE`,
-//! `S3_SECONDS`, `S3_BATCH_WINDOW_MS` change the defaults 100000, 1000, 20, 200).
+//! `S3_SECONDS`, `S3_BATCH_WINDOW_MS` change the defaults 100000, 1000, 20, 200; `S3_MODES`
+//! picks `greedy`, `batched` or both, the default).
 
 use std::time::{Duration, Instant};
 
@@ -573,8 +574,10 @@ async fn main() {
          {rate:.0}/s for {seconds:.0} s; load before: {}",
         loadavg()
     );
+    let wanted: String = env_or("S3_MODES", "greedy,batched".to_string());
     let modes = [("greedy", 0), ("batched", batched_window)]
         .into_iter()
+        .filter(|(name, _)| wanted.split(',').any(|w| w.trim() == *name))
         .flat_map(|(name, window)| {
             ["at_least_once", "exactly_once"].map(|delivery| Mode {
                 name: name.to_string(),
