@@ -261,6 +261,67 @@ fn outcompeted_requests_wait_and_requests_without_candidates_are_unfilled() {
     assert_eq!(m.open_reservations(), 2);
 }
 
+/// A dense hotspot: 300 riders and 400 drivers within a few hundred metres, one connected
+/// component. With chunks of 16 every rider still gets a distinct driver in the first window
+/// (each chunk solved over the drivers the earlier ones left), none of them twice.
+#[test]
+fn a_dense_hotspot_is_assigned_in_bounded_chunks() {
+    let config = MatcherConfig {
+        batch_window_ms: 1_000,
+        batch_max_trips: 16,
+        ..MatcherConfig::default()
+    };
+    let mut m = Matcher::new(config).expect("valid config");
+    m.advance(0);
+    let spot = |i: usize, spread: f64| {
+        // A deterministic scatter over a disc of radius `spread` metres.
+        let angle = i as f64 * 2.399_963;
+        let r = spread * ((i % 97) as f64 / 97.0).sqrt();
+        LatLon {
+            lat: ORIGIN.lat + (r * angle.sin() / EARTH_RADIUS_M).to_degrees(),
+            lon: ORIGIN.lon
+                + (r * angle.cos() / (EARTH_RADIUS_M * ORIGIN.lat.to_radians().cos())).to_degrees(),
+        }
+    };
+    for i in 0..400 {
+        m.on_driver_ping(&DriverPing {
+            driver_id: &format!("d{i:03}"),
+            position: spot(i, 400.0),
+            status: DriverStatus::Available,
+            product: (),
+            event_time: 0,
+        })
+        .expect("valid ping");
+    }
+    for i in 0..300 {
+        let out = m
+            .on_request(TripRequest {
+                trip_id: format!("t{i:03}"),
+                rider_id: "r".to_owned(),
+                product: (),
+                pickup: spot(i * 7 + 3, 300.0),
+                event_time: 0,
+                surge_multiplier: 1.0,
+            })
+            .expect("valid request");
+        assert!(out.is_empty());
+    }
+    let out = m.advance(1_000);
+    let proposals: Vec<_> = out
+        .iter()
+        .map(|o| match o {
+            MatchOutput::Proposal(p) => p,
+            MatchOutput::Unfilled(u) => panic!("unexpected {u:?}"),
+        })
+        .collect();
+    assert_eq!(proposals.len(), 300);
+    let drivers: std::collections::BTreeSet<&str> =
+        proposals.iter().map(|p| p.driver_id.as_str()).collect();
+    assert_eq!(drivers.len(), 300, "a driver was proposed twice");
+    assert_eq!(m.open_reservations(), 300);
+    assert_eq!(m.pooled_requests(), 0);
+}
+
 /// Brute force over the matcher's own inputs: riders and drivers at random points, with the
 /// candidates pruned to each rider's fastest (and the scan stopped early) inside the matcher.
 mod batched_matcher {

@@ -94,6 +94,10 @@ pub struct SurgePricerParams {
     /// A cell with no supply or demand events for this long is dropped back to no surge,
     /// milliseconds. Default 120000.
     pub stale_after_ms: u64,
+    /// How many (cell, product) pairs each instance exports as per-cell gauges (multiplier,
+    /// supply, demand; the ones with the highest multiplier, refreshed every tick), at most
+    /// 5000 (0 = none). It bounds the metrics' cardinality. Default 200.
+    pub metrics_top_cells: u32,
 }
 
 /// One point of the surge curve.
@@ -137,6 +141,7 @@ impl Default for SurgePricerParams {
             max_change_per_tick: 0.5,
             hysteresis: 0.1,
             stale_after_ms: 120_000,
+            metrics_top_cells: 200,
         }
     }
 }
@@ -173,6 +178,9 @@ pub struct MatcherParams {
     /// Requests are collected for this long and matched together, milliseconds (0 = match
     /// each request as it arrives). Default 0.
     pub batch_window_ms: u64,
+    /// Batched mode: most requests assigned in one optimal solve, 1..=256; larger groups of
+    /// requests sharing drivers are solved in chunks of this many. Default 64.
+    pub batch_max_trips: u32,
 }
 
 /// Weights of the terms of a candidate's score; finite, >= 0, not all 0.
@@ -211,6 +219,7 @@ impl Default for MatcherParams {
             default_acceptance_rate: 0.8,
             weights: MatchWeights::default(),
             batch_window_ms: 0,
+            batch_max_trips: 64,
         }
     }
 }

@@ -97,6 +97,7 @@ pub fn engine_config(topology: &Topology) -> anyhow::Result<MatcherConfig> {
             acceptance: p.weights.acceptance,
         },
         batch_window_ms: p.batch_window_ms,
+        batch_max_trips: p.batch_max_trips,
         ..MatcherConfig::default()
     };
     config

@@ -10,6 +10,10 @@ use crate::geo::MAX_PRECISION;
 /// event times can never overflow an `i64`.
 pub const MAX_DURATION_MS: u64 = 86_400_000;
 
+/// Largest `batch_max_trips`: a chunk of 256 requests already means a 256 × 65,536 cost
+/// matrix (a quarter of a GiB) and seconds of solving per window.
+pub const MAX_BATCH_TRIPS: u32 = 256;
+
 /// Slack added to [`replay_horizon_ms`] for records whose event time is older than their
 /// position in the partition suggests (the routers accept events up to a few seconds in the
 /// future and a while in the past, so partition order is only roughly event-time order).
@@ -75,6 +79,13 @@ pub struct MatcherConfig {
     /// into tumbling windows of this many milliseconds (aligned to multiples of it since the
     /// epoch) and each window is assigned optimally. 0..=[`MAX_DURATION_MS`].
     pub batch_window_ms: u64,
+    /// Batched mode: most requests assigned in one optimal solve, 1..=[`MAX_BATCH_TRIPS`].
+    /// Requests linked by shared drivers are one problem; a larger group is split into
+    /// chunks of this many in trip id order, each solved optimally over the drivers the
+    /// earlier chunks left. A chunk of `c` requests needs each one's `c` fastest drivers, so
+    /// its cost matrix is at most `c × c²` and the solve `O(c⁴)`: the bound keeps one
+    /// window's time and memory fixed however dense the demand.
+    pub batch_max_trips: u32,
     /// Geohash precision of the driver index buckets, 1..=12. 6 (~1.2 km × 0.6 km) suits a
     /// radius of a few km: a 2 km query touches ~30 buckets. Much finer costs more bucket
     /// lookups per query, much coarser scans many drivers beyond the radius.
@@ -96,6 +107,7 @@ impl Default for MatcherConfig {
             default_acceptance_rate: 0.8,
             weights: MatchWeights::default(),
             batch_window_ms: 0,
+            batch_max_trips: 64,
             index_precision: 6,
         }
     }
@@ -193,6 +205,13 @@ impl MatcherConfig {
             ));
         }
         duration("batch_window_ms", self.batch_window_ms, 0)?;
+        if !(1..=MAX_BATCH_TRIPS).contains(&self.batch_max_trips) {
+            return Err(bad(
+                "batch_max_trips",
+                "must be in 1..=256",
+                self.batch_max_trips,
+            ));
+        }
         if !(1..=MAX_PRECISION).contains(&self.index_precision) {
             return Err(bad(
                 "index_precision",

@@ -676,7 +676,19 @@ impl<P: ProductKey> Matcher<P> {
         let attempts = open.attempts;
         let deadline_at = open.deadline_at;
         if self.restore.is_some() {
-            match self.take_forced(trip_id, attempts.saturating_add(1)) {
+            let next = attempts.saturating_add(1);
+            let window_decision =
+                self.window > 0 && at < deadline_at && attempts < self.config.max_attempts;
+            if window_decision && !self.forced_due(trip_id, next, at) {
+                // Batched, the lost instance took this decision at a later window close (or
+                // not yet): wait in the pool as it did, so that drivers are held in the same
+                // order. Adopting the seed now would reserve its driver too early, and take it
+                // from a trip that held it in the meantime. (Deadlines and the last attempt
+                // are decided at once, not at a window close.)
+                self.pool(trip_id, at);
+                return;
+            }
+            match self.take_forced(trip_id, next) {
                 Some(Forced::Proposal(proposal)) => self.adopt(trip_id, proposal, out),
                 Some(Forced::Unfilled(unfilled)) => {
                     self.finish(trip_id, Outcome::Unfilled(unfilled.reason));
@@ -692,15 +704,40 @@ impl<P: ProductKey> Matcher<P> {
         } else if attempts >= self.config.max_attempts {
             self.unfill(trip_id, UnfilledReason::MaxAttempts, at, out);
         } else if self.window > 0 {
-            self.set_wait(trip_id, Wait::Pool);
-            let close = window_end(at, self.window);
-            self.pool_close = Some(self.pool_close.map_or(close, |c| c.min(close)));
+            self.pool(trip_id, at);
         } else {
             match self.best_candidate(trip_id, at) {
                 Some(candidate) => self.propose(trip_id, candidate, at, out),
                 None => self.unfill(trip_id, UnfilledReason::NoDriverInRadius, at, out),
             }
         }
+    }
+
+    /// Puts an open trip in the pool of the window containing `at`.
+    fn pool(&mut self, trip_id: &str, at: i64) {
+        self.set_wait(trip_id, Wait::Pool);
+        let close = window_end(at, self.window);
+        self.pool_close = Some(self.pool_close.map_or(close, |c| c.min(close)));
+    }
+
+    /// Whether the seeds hold the decision of a trip's attempt `next` taken at or before
+    /// `at` (what [`take_forced`](Self::take_forced) would return, if it is due).
+    fn forced_due(&self, trip_id: &str, next: u32, at: i64) -> bool {
+        let Some(seeds) = self
+            .restore
+            .as_ref()
+            .and_then(|restore| restore.seeds.get(trip_id))
+        else {
+            return false;
+        };
+        if let Some(proposal) = seeds.proposals.get(&next) {
+            return proposal.proposed_at <= at;
+        }
+        seeds.proposals.range(next..).next().is_none()
+            && seeds
+                .unfilled
+                .as_ref()
+                .is_some_and(|unfilled| unfilled.decided_at <= at)
     }
 
     /// The published decision for a trip's next attempt, if the seeds hold one: the proposal
@@ -1086,47 +1123,58 @@ impl<P: ProductKey> Matcher<P> {
     /// without a driver while having candidates stay for the next window, those without any
     /// candidate are reported unfilled.
     ///
-    /// Two exact reductions keep the solver small however dense the supply:
-    /// - each trip keeps only its `n` fastest candidates (`n` = pool size): an optimal
+    /// What keeps the solver small however dense the supply and demand:
+    /// - a group of `c` trips needs only each trip's `c` fastest candidates: an optimal
     ///   assignment never needs more, because a trip given a slower driver could swap to one
-    ///   of its `n` fastest, at most `n - 1` of which are taken by the other trips;
+    ///   of its `c` fastest, at most `c - 1` of which the other trips take;
     /// - trips that share no candidate are independent, so the pool is split into connected
-    ///   components (trips linked by a shared driver) and each is solved on its own, again
-    ///   keeping only each trip's component-size fastest. Across a region, most components are
-    ///   a trip or a handful.
+    ///   components (trips linked by a shared driver), each solved on its own;
+    /// - a component larger than `batch_max_trips` (a dense hotspot) is solved in chunks of
+    ///   that many trips, in trip id order, each over the drivers the earlier chunks left:
+    ///   optimal within each chunk, and the cost matrix never larger than
+    ///   `batch_max_trips × batch_max_trips²`.
+    ///
+    /// While restoring, each pooled trip takes the published decision due by now instead, or
+    /// stays in the pool (see [`decide`](Self::decide)).
     fn assign_pool(&mut self, now: i64, out: &mut Vec<MatchOutput<P>>) {
         self.pool_close = None;
         let trips = mem::take(&mut self.pool);
-        let n = trips.len();
-        let mut rows: Vec<(String, Vec<Candidate>)> = Vec::with_capacity(n);
+        if self.restore.is_some() {
+            for trip_id in trips {
+                self.set_wait(&trip_id, Wait::No);
+                self.decide(&trip_id, now, out);
+            }
+            return;
+        }
+        let chunk = self.config.batch_max_trips as usize;
+        let keep = trips.len().min(chunk);
+        let mut rows: Vec<(String, Vec<Candidate>)> = Vec::with_capacity(trips.len());
         for trip_id in trips {
             if let Some(Phase::Open(open)) = self.trips.get_mut(&trip_id) {
                 open.wait = Wait::No;
             }
-            let candidates = self.fastest_candidates(&trip_id, now, n);
+            let candidates = self.fastest_candidates(&trip_id, now, keep);
             if candidates.is_empty() {
                 self.unfill(&trip_id, UnfilledReason::NoDriverInRadius, now, out);
                 continue;
             }
             rows.push((trip_id, candidates));
         }
-        let mut chosen: Vec<Option<Candidate>> = vec![None; rows.len()];
         for component in components(&rows) {
-            let lists: Vec<&[Candidate]> = component
-                .iter()
-                .map(|&row| {
-                    let list = &rows[row].1;
-                    &list[..list.len().min(component.len())]
-                })
-                .collect();
-            for (&row, choice) in component.iter().zip(self.solve(&lists)) {
-                chosen[row] = choice;
-            }
-        }
-        for ((trip_id, _), choice) in rows.into_iter().zip(chosen) {
-            match choice {
-                Some(candidate) => self.propose(&trip_id, candidate, now, out),
-                None => self.set_wait(&trip_id, Wait::Pool),
+            for part in component.chunks(chunk) {
+                // Fresh lists: the drivers earlier chunks proposed are reserved now, and a
+                // chunk needs each trip's `part.len()` fastest of the rest.
+                let lists: Vec<Vec<Candidate>> = part
+                    .iter()
+                    .map(|&row| self.fastest_candidates(&rows[row].0, now, part.len()))
+                    .collect();
+                for (&row, choice) in part.iter().zip(self.solve(&lists)) {
+                    let trip_id = &rows[row].0;
+                    match choice {
+                        Some(candidate) => self.propose(trip_id, candidate, now, out),
+                        None => self.set_wait(trip_id, Wait::Pool),
+                    }
+                }
             }
         }
         if !self.pool.is_empty() {
@@ -1136,7 +1184,7 @@ impl<P: ProductKey> Matcher<P> {
 
     /// The optimal choice for each of `lists` (trips' candidates), on the cost matrix of
     /// trips × their drivers (columns in driver id order), ETA as cost.
-    fn solve(&self, lists: &[&[Candidate]]) -> Vec<Option<Candidate>> {
+    fn solve(&self, lists: &[Vec<Candidate>]) -> Vec<Option<Candidate>> {
         let mut columns: Vec<Slot> = lists
             .iter()
             .flat_map(|l| l.iter().map(|c| c.slot))
@@ -1151,7 +1199,7 @@ impl<P: ProductKey> Matcher<P> {
         let width = columns.len();
         let mut costs = vec![None; lists.len() * width];
         for (row, list) in lists.iter().enumerate() {
-            for candidate in *list {
+            for candidate in list {
                 if let Some(&col) = column_of.get(&candidate.slot) {
                     costs[row * width + col] = Some(candidate.estimate.eta_s);
                 }
