@@ -204,6 +204,41 @@ fn drivers_indexed(page: &str) -> Option<f64> {
         .find_map(|l| l.rsplit(' ').next().and_then(|v| v.parse().ok()))
 }
 
+/// The upper bound of the bucket holding quantile `q` of a histogram on a metrics page
+/// (summed over its series), in milliseconds: how long the matcher itself saw a request wait
+/// (processing time of its first proposal minus its event time), without the output's way to
+/// the reader.
+fn bucket_quantile_ms(page: &str, histogram: &str, q: f64) -> f64 {
+    let prefix = format!("{histogram}_bucket{{");
+    let mut buckets: Vec<(f64, f64)> = Vec::new();
+    for line in page.lines().filter(|l| l.starts_with(&prefix)) {
+        let le = line
+            .split("le=\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .map(|v| {
+                if v == "+Inf" {
+                    f64::INFINITY
+                } else {
+                    v.parse().unwrap_or(f64::NAN)
+                }
+            });
+        let count = line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok());
+        if let (Some(le), Some(count)) = (le, count) {
+            match buckets.iter_mut().find(|(b, _)| *b == le) {
+                Some((_, c)) => *c += count,
+                None => buckets.push((le, count)),
+            }
+        }
+    }
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let total = buckets.last().map_or(0.0, |(_, c)| *c);
+    buckets
+        .iter()
+        .find(|(_, c)| total > 0.0 && *c >= q * total)
+        .map_or(f64::NAN, |(le, _)| le * 1e3)
+}
+
 /// Waits until the matcher's group has committed every record of `topic`.
 fn wait_consumed(t: &TestTopology, topic: &str, timeout: Duration) {
     let partitions = t.topology.topic(topic).expect("topic").partitions;
@@ -302,6 +337,9 @@ struct Figures {
     p99_ms: f64,
     p999_ms: f64,
     max_ms: f64,
+    /// Bucket bounds of the matcher's own request-to-proposal histogram.
+    in_matcher_p50_ms: f64,
+    in_matcher_p99_ms: f64,
     request_cpu_seconds: f64,
     rss_before: u64,
     rss_indexed: u64,
@@ -499,6 +537,9 @@ async fn run(
     });
     let end = ProcessUsage::of(pid);
     let (send_finished, max_lag) = sent;
+    let page = scrape(port);
+    let in_matcher =
+        [0.5, 0.99].map(|q| bucket_quantile_ms(&page, "surgeflow_request_to_proposal_seconds", q));
 
     let mut latencies = Vec::with_capacity(count);
     let (mut proposals, mut unfilled) = (0, 0);
@@ -542,6 +583,8 @@ async fn run(
         p99_ms: quantile(&latencies, 0.99),
         p999_ms: quantile(&latencies, 0.999),
         max_ms: latencies.last().copied().unwrap_or(f64::NAN),
+        in_matcher_p50_ms: in_matcher[0],
+        in_matcher_p99_ms: in_matcher[1],
         request_cpu_seconds: end.cpu_seconds - cpu_start,
         rss_before: before.rss,
         rss_indexed: after_index.rss,
@@ -603,7 +646,7 @@ async fn main() {
     }
 
     println!(
-        "{:<8} {:<14} {:>7} {:>7} {:>8} {:>8} {:>8} {:>8} {:>9} {:>8} {:>7} {:>11} {:>11} {:>9} {:>9} {:>11}",
+        "{:<8} {:<14} {:>7} {:>7} {:>8} {:>8} {:>8} {:>8} {:>12} {:>9} {:>8} {:>7} {:>11} {:>11} {:>9} {:>9} {:>11}",
         "mode",
         "delivery",
         "req/s",
@@ -612,6 +655,7 @@ async fn main() {
         "p99 ms",
         "p99.9 ms",
         "max ms",
+        "in-op p50/99",
         "proposals",
         "unfilled",
         "retries",
@@ -629,7 +673,7 @@ async fn main() {
             "NOT met"
         };
         println!(
-            "{:<8} {:<14} {:>7.0} {:>7.0} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>9} {:>8} {:>7} {:>11.1} {:>11.2} {:>5} MiB {:>9.0} {:>4.0} {}",
+            "{:<8} {:<14} {:>7.0} {:>7.0} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>5}/{:<6} {:>9} {:>8} {:>7} {:>11.1} {:>11.2} {:>5} MiB {:>9.0} {:>4.0} {}",
             f.mode,
             f.delivery,
             f.requests as f64 / f.send_seconds,
@@ -638,6 +682,8 @@ async fn main() {
             f.p99_ms,
             f.p999_ms,
             f.max_ms,
+            f.in_matcher_p50_ms,
+            f.in_matcher_p99_ms,
             f.proposals,
             f.unfilled,
             f.retries,
@@ -657,6 +703,7 @@ async fn main() {
                 "\"max_send_lag_ms\":{:.3},\"decided\":{},\"undecided\":{},\"decided_per_second\":{:.1},",
                 "\"proposals\":{},\"unfilled\":{},\"retry_outputs\":{},",
                 "\"p50_ms\":{},\"p99_ms\":{},\"p999_ms\":{},\"max_ms\":{},",
+                "\"in_matcher_p50_bucket_ms\":{},\"in_matcher_p99_bucket_ms\":{},",
                 "\"p99_target_ms\":{:.0},\"p99_target_met\":{},",
                 "\"request_cpu_seconds\":{:.3},\"cpu_seconds_per_million_requests\":{:.3},",
                 "\"rss_before_bytes\":{},\"rss_indexed_bytes\":{},\"peak_rss_bytes\":{},",
@@ -685,6 +732,8 @@ async fn main() {
             json_ms(f.p99_ms),
             json_ms(f.p999_ms),
             json_ms(f.max_ms),
+            json_ms(f.in_matcher_p50_ms),
+            json_ms(f.in_matcher_p99_ms),
             f.target_ms(),
             f.p99_ms < f.target_ms(),
             f.request_cpu_seconds,
@@ -703,6 +752,8 @@ async fn main() {
     std::fs::write(&path, format!("[{}]\n", json.join(","))).expect("writing the JSON");
     println!(
         "(latency from the intended send time to the first output read with read_committed; \
+         in-op = the bucket bound of the matcher's own request-to-proposal histogram (its \
+         processing time minus the intended send time, before the output's commit and fetch); \
          inf = a trip without output 60 s after the last request; \
          CPU s/M req = matcher CPU during the request phase per million requests; \
          load after: {}; JSON in {})",
