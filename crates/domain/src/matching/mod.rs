@@ -55,7 +55,8 @@
 //! served, then least total ETA), which can beat greedy when requests compete for the same
 //! drivers. A pooled request with no candidate at all is reported unfilled; one that had
 //! candidates but lost them to other requests waits for the next window (its deadline still
-//! applies).
+//! applies). Requests competing for the same drivers are solved together in chunks of at most
+//! `batch_max_trips`, which bounds a window's work however dense a hotspot is.
 //!
 //! **Restore**: [`replay_horizon_ms`] says how much input to replay, and seeding the
 //! published outputs makes the replay re-establish exactly the published offers; the
