@@ -17,9 +17,15 @@ use std::time::Duration;
 use surgeflow_kafka::{ClientFactory, Registry, SchemaCache};
 use surgeflow_topology::Topology;
 
+use metrics_exporter_prometheus::Matcher;
+
 use crate::http::serve;
 use crate::operator::OperatorFactory;
+use crate::telemetry::{LATENCY_BUCKETS, runtime_buckets};
 use crate::worker::{Health, Worker, WorkerSettings};
+
+/// How often histogram samples are drained into their buckets between scrapes.
+const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Command-line arguments shared by every operator binary.
 #[derive(Debug, clap::Parser)]
@@ -97,12 +103,18 @@ fn run_with<O: OperatorFactory>(args: Args) -> Result<(), (u8, String)> {
     };
     let port = args.http_port.unwrap_or(spec.http_port);
 
-    let prometheus = metrics_exporter_prometheus::PrometheusBuilder::new()
-        .set_buckets(&[
-            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-            30.0,
-        ])
-        .map_err(|e| (1, format!("metrics: {e}")))?
+    let mut builder = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .set_buckets(LATENCY_BUCKETS)
+        .map_err(|e| (1, format!("metrics: {e}")))?;
+    for (name, buckets) in runtime_buckets(spec.max_batch)
+        .into_iter()
+        .chain(O::histogram_buckets(&topology))
+    {
+        builder = builder
+            .set_buckets_for_metric(Matcher::Full(name.to_string()), &buckets)
+            .map_err(|e| (1, format!("metrics: buckets of {name}: {e}")))?;
+    }
+    let prometheus = builder
         .install_recorder()
         .map_err(|e| (1, format!("metrics: {e}")))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -116,6 +128,7 @@ fn run_with<O: OperatorFactory>(args: Args) -> Result<(), (u8, String)> {
         .block_on(O::build(&topology, &registry))
         .map_err(|e| (1, format!("starting: {e:#}")))?;
     let routes = operator.routes();
+    let tables = operator.gauge_tables();
 
     let health = Arc::new(Health::default());
     let addr = SocketAddr::new(args.http_host, port);
@@ -123,7 +136,17 @@ fn run_with<O: OperatorFactory>(args: Args) -> Result<(), (u8, String)> {
         .block_on(tokio::net::TcpListener::bind(addr))
         .map_err(|e| (1, format!("binding the HTTP endpoints to {addr}: {e}")))?;
     let bound = listener.local_addr().map_err(|e| (1, e.to_string()))?;
-    runtime.spawn(serve(listener, prometheus, health.clone(), routes));
+    // Histogram samples wait in the recorder until drained: drain them between scrapes too, so
+    // their memory stays bounded however rarely Prometheus scrapes.
+    let upkeep = prometheus.clone();
+    runtime.spawn(async move {
+        let mut every = tokio::time::interval(UPKEEP_INTERVAL);
+        loop {
+            every.tick().await;
+            upkeep.run_upkeep();
+        }
+    });
+    runtime.spawn(serve(listener, prometheus, health.clone(), routes, tables));
     tracing::info!(operator = O::NAME, %bound, transactional_id = %settings.transactional_id, "started");
 
     let shutdown = Arc::new(AtomicBool::new(false));

@@ -1,7 +1,7 @@
 //! The HTTP endpoints next to the processing thread: `/metrics` (Prometheus text format),
 //! `/healthz` (liveness: the loop turned recently), `/readyz` (readiness: the producer is
 //! ready and no state restore is running), plus whatever routes the operator adds (queryable
-//! state).
+//! state). `/metrics` renders the `metrics` recorder, then the operator's gauge tables.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -12,6 +12,7 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use metrics_exporter_prometheus::PrometheusHandle;
 
+use crate::telemetry::GaugeTable;
 use crate::worker::Health;
 
 /// A loop that has not turned for this long is considered stuck.
@@ -21,6 +22,7 @@ const LIVENESS_MS: i64 = 60_000;
 struct Shared {
     prometheus: PrometheusHandle,
     health: Arc<Health>,
+    tables: Arc<[Arc<GaugeTable>]>,
 }
 
 /// Serves until the process ends.
@@ -29,8 +31,13 @@ pub async fn serve(
     prometheus: PrometheusHandle,
     health: Arc<Health>,
     routes: Router,
+    tables: Vec<Arc<GaugeTable>>,
 ) {
-    let shared = Shared { prometheus, health };
+    let shared = Shared {
+        prometheus,
+        health,
+        tables: tables.into(),
+    };
     let app = Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
@@ -44,7 +51,11 @@ pub async fn serve(
 
 async fn metrics(State(s): State<Shared>) -> String {
     s.prometheus.run_upkeep();
-    s.prometheus.render()
+    let mut text = s.prometheus.render();
+    for table in s.tables.iter() {
+        table.render(&mut text);
+    }
+    text
 }
 
 async fn healthz(State(s): State<Shared>) -> (StatusCode, &'static str) {

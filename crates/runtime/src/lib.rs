@@ -13,6 +13,7 @@
 //! - [`rebalance`]: the consumer context that records rebalances and exports consumer lag;
 //! - [`replay`]: reading recent input back in timestamp order to rebuild state;
 //! - [`http`]: `/metrics`, `/healthz`, `/readyz` and the operator's own routes;
+//! - [`telemetry`]: histogram buckets, and gauge tables whose series come and go with the data;
 //! - [`app`]: the shared `main`: arguments, configuration, signals, exit codes.
 
 pub mod align;
@@ -22,6 +23,7 @@ pub mod http;
 pub mod operator;
 pub mod rebalance;
 pub mod replay;
+pub mod telemetry;
 pub mod worker;
 
 pub use operator::{

@@ -193,6 +193,11 @@ impl Output {
         })
     }
 
+    /// The waiting records as (index of their topic among the outputs, timestamp).
+    pub(crate) fn stamps(&self) -> impl Iterator<Item = (usize, Option<i64>)> {
+        self.records.iter().map(|r| (r.topic.0, r.timestamp_ms))
+    }
+
     pub(crate) fn clear(&mut self) {
         self.bytes.clear();
         self.records.clear();
@@ -355,6 +360,19 @@ pub trait OperatorFactory: Operator + Sized {
     /// moves to the processing thread.
     fn routes(&self) -> axum::Router {
         axum::Router::new()
+    }
+
+    /// Buckets of the operator's own histograms whose values are not durations (which get
+    /// [`LATENCY_BUCKETS`](crate::telemetry::LATENCY_BUCKETS)), by metric name. Called once,
+    /// before the metrics recorder is installed.
+    fn histogram_buckets(_topology: &Topology) -> Vec<(&'static str, Vec<f64>)> {
+        Vec::new()
+    }
+
+    /// Gauge tables the operator fills (see [`GaugeTable`](crate::telemetry::GaugeTable)),
+    /// rendered on `/metrics` after the other metrics.
+    fn gauge_tables(&self) -> Vec<std::sync::Arc<crate::telemetry::GaugeTable>> {
+        Vec::new()
     }
 }
 

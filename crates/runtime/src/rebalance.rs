@@ -7,11 +7,13 @@
 //! partition is revoked: records already fetched from it are simply dropped, and its new owner
 //! starts from the last committed offset.
 
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use rdkafka::ClientContext;
 use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance};
 use rdkafka::statistics::Statistics;
+use rdkafka::{Offset, TopicPartitionList};
 
 use crate::operator::TopicPartition;
 
@@ -26,6 +28,9 @@ pub enum AssignmentChange {
 pub struct RuntimeContext {
     operator: &'static str,
     changes: Mutex<Vec<AssignmentChange>>,
+    /// The partitions assigned now, with the offset last committed for each when known: lag
+    /// is exported for these only, since other instances report the others.
+    assigned: Mutex<BTreeMap<TopicPartition, Option<i64>>>,
 }
 
 impl RuntimeContext {
@@ -33,7 +38,33 @@ impl RuntimeContext {
         RuntimeContext {
             operator,
             changes: Mutex::new(Vec::new()),
+            assigned: Mutex::new(BTreeMap::new()),
         }
+    }
+
+    /// Records the offsets committed for assigned partitions (at assignment, and by every
+    /// commit), which consumer lag is measured from. A transaction commits offsets through the
+    /// producer, which librdkafka's consumer statistics never see.
+    pub fn record_committed(&self, offsets: &TopicPartitionList) {
+        let mut assigned = self.assigned.lock().unwrap_or_else(|e| e.into_inner());
+        for e in offsets.elements() {
+            let tp = TopicPartition {
+                topic: e.topic().to_string(),
+                partition: e.partition(),
+            };
+            if let (Offset::Offset(o), Some(committed)) = (e.offset(), assigned.get_mut(&tp)) {
+                *committed = Some(o);
+            }
+        }
+    }
+
+    fn lag_gauge(&self, topic: &str, partition: i32) -> metrics::Gauge {
+        metrics::gauge!(
+            "surgeflow_consumer_lag_records",
+            "operator" => self.operator,
+            "topic" => topic.to_string(),
+            "partition" => partition.to_string()
+        )
     }
 
     /// Takes the changes recorded since the last call, oldest first.
@@ -53,21 +84,33 @@ fn partitions(list: &rdkafka::TopicPartitionList) -> Vec<TopicPartition> {
 }
 
 impl ClientContext for RuntimeContext {
-    /// Consumer lag per partition, as librdkafka computes it (high watermark minus committed
-    /// offset), exported as a gauge.
+    /// Consumer lag per assigned partition, exported as a gauge: the partition's end as
+    /// librdkafka last fetched it (the last stable offset, which is what a `read_committed`
+    /// consumer can reach, else the high watermark) minus the offset committed, as recorded by
+    /// [`RuntimeContext::record_committed`] (else as librdkafka knows it). A partition with no
+    /// committed offset yet has no lag to report. A revoked partition's gauge is set to 0 when
+    /// it goes (see `pre_rebalance`), so that sums over instances count each partition once.
     fn stats(&self, statistics: Statistics) {
-        for (topic, t) in &statistics.topics {
-            for (id, p) in &t.partitions {
-                if p.partition < 0 || p.consumer_lag < 0 {
-                    continue;
-                }
-                metrics::gauge!(
-                    "surgeflow_consumer_lag_records",
-                    "operator" => self.operator,
-                    "topic" => topic.clone(),
-                    "partition" => id.to_string()
-                )
-                .set(p.consumer_lag as f64);
+        let assigned = self.assigned.lock().unwrap_or_else(|e| e.into_inner());
+        for (tp, committed) in assigned.iter() {
+            let Some(p) = statistics
+                .topics
+                .get(&tp.topic)
+                .and_then(|t| t.partitions.get(&tp.partition))
+            else {
+                continue;
+            };
+            let end = if p.ls_offset >= 0 {
+                p.ls_offset
+            } else {
+                p.hi_offset
+            };
+            let committed = committed.or((p.committed_offset >= 0).then_some(p.committed_offset));
+            if let Some(committed) = committed
+                && end >= 0
+            {
+                self.lag_gauge(&tp.topic, tp.partition)
+                    .set(end.saturating_sub(committed).max(0) as f64);
             }
         }
     }
@@ -76,7 +119,14 @@ impl ClientContext for RuntimeContext {
 impl ConsumerContext for RuntimeContext {
     fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(list) = rebalance {
-            let change = AssignmentChange::Revoked(partitions(list));
+            let revoked = partitions(list);
+            let mut assigned = self.assigned.lock().unwrap_or_else(|e| e.into_inner());
+            for tp in &revoked {
+                assigned.remove(tp);
+                self.lag_gauge(&tp.topic, tp.partition).set(0.0);
+            }
+            drop(assigned);
+            let change = AssignmentChange::Revoked(revoked);
             self.changes
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
@@ -87,7 +137,13 @@ impl ConsumerContext for RuntimeContext {
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Assign(list) => {
-                let change = AssignmentChange::Assigned(partitions(list));
+                let parts = partitions(list);
+                let mut assigned = self.assigned.lock().unwrap_or_else(|e| e.into_inner());
+                for tp in &parts {
+                    assigned.entry(tp.clone()).or_insert(None);
+                }
+                drop(assigned);
+                let change = AssignmentChange::Assigned(parts);
                 self.changes
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())

@@ -25,6 +25,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use metrics::{Counter, Histogram};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders, OwnedMessage};
@@ -53,6 +54,9 @@ const PARTITION_TIME_KEY: &str = "surgeflow.time=";
 
 /// Longest a state restore may take before the instance gives up (and is restarted).
 const RESTORE_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Records replayed between two updates of `surgeflow_restore_records_total`.
+const RESTORE_PROGRESS_EVERY: u64 = 10_000;
 
 /// Everything the loop needs to know about its operator instance.
 #[derive(Debug, Clone)]
@@ -192,6 +196,27 @@ pub struct Worker<O: Operator> {
     partition_time: Vec<(String, i32, i64)>,
     /// Stateful operators process their co-partitioned inputs in timestamp order.
     aligner: Option<Aligner>,
+    /// Per output topic (in `settings.outputs` order), its metrics, resolved once.
+    out_meters: Vec<OutputMeters>,
+    /// Records per output topic in the batch being counted (kept for its allocation).
+    out_counts: Vec<u64>,
+}
+
+/// The metrics of one output topic.
+struct OutputMeters {
+    /// `surgeflow_records_out_total`.
+    records: Counter,
+    /// `surgeflow_event_to_output_seconds`.
+    latency: Histogram,
+}
+
+impl OutputMeters {
+    fn register(operator: &'static str, topic: &str) -> Self {
+        OutputMeters {
+            records: metrics::counter!("surgeflow_records_out_total", "operator" => operator, "topic" => topic.to_string()),
+            latency: metrics::histogram!("surgeflow_event_to_output_seconds", "operator" => operator, "topic" => topic.to_string()),
+        }
+    }
 }
 
 /// One batch of records: borrowed from the consumer (stateless operators, no copy), or taken
@@ -219,6 +244,22 @@ impl<O: Operator> Worker<O> {
         let aligner = operator
             .restore_horizon_ms()
             .map(|_| Aligner::new(ALIGN_IDLE));
+        // Series that exist from the start, so dashboards and alerts see 0 rather than nothing.
+        metrics::gauge!("surgeflow_assigned_partitions", "operator" => settings.operator).set(0.0);
+        for reason in ["abortable", "fatal"] {
+            metrics::counter!("surgeflow_transactions_aborted_total", "operator" => settings.operator,
+                "reason" => reason)
+            .increment(0);
+        }
+        if aligner.is_some() {
+            metrics::gauge!("surgeflow_restore_in_progress", "operator" => settings.operator)
+                .set(0.0);
+        }
+        let out_meters = settings
+            .outputs
+            .iter()
+            .map(|topic| OutputMeters::register(settings.operator, topic))
+            .collect();
         Ok(Worker {
             operator,
             out: Output::new(settings.outputs.clone()),
@@ -239,6 +280,8 @@ impl<O: Operator> Worker<O> {
             in_counts: Vec::new(),
             partition_time: Vec::new(),
             aligner,
+            out_meters,
+            out_counts: Vec::new(),
         })
     }
 
@@ -442,6 +485,7 @@ impl<O: Operator> Worker<O> {
         parts: Vec<TopicPartition>,
     ) -> Result<(), WorkerError> {
         let committed = consumer.committed_offsets(tpl(&parts), CALL_TIMEOUT)?;
+        consumer.context().record_committed(&committed);
         let untouched: BTreeSet<TopicPartition> = committed
             .elements()
             .iter()
@@ -517,6 +561,8 @@ impl<O: Operator> Worker<O> {
             }
         }
         let mut replayed = 0u64;
+        // Progress is exported as the replay goes, so a long restore shows its speed.
+        let progress = metrics::counter!("surgeflow_restore_records_total", "operator" => op);
         let replay = Replay::open(
             &self.factory,
             &self.settings.group_id,
@@ -535,11 +581,14 @@ impl<O: Operator> Worker<O> {
                     return Err(WorkerError::Fatal(e));
                 }
                 replayed += 1;
+                if replayed.is_multiple_of(RESTORE_PROGRESS_EVERY) {
+                    progress.increment(RESTORE_PROGRESS_EVERY);
+                }
             }
         }
         self.out.set_suppressed(false);
         let seconds = started.elapsed().as_secs_f64();
-        metrics::counter!("surgeflow_restore_records_total", "operator" => op).increment(replayed);
+        progress.increment(replayed % RESTORE_PROGRESS_EVERY);
         metrics::histogram!("surgeflow_restore_duration_seconds", "operator" => op).record(seconds);
         metrics::gauge!("surgeflow_restore_in_progress", "operator" => op).set(0.0);
         tracing::info!(operator = op, ?parts, replayed, seconds, "state restored");
@@ -617,20 +666,35 @@ impl<O: Operator> Worker<O> {
             Delivery::ExactlyOnce => self.commit_transaction(consumer),
             Delivery::AtLeastOnce => self.commit_at_least_once(consumer),
         };
-        self.count_outputs();
         self.out.clear();
         self.dead.clear();
         result
     }
 
-    fn count_outputs(&self) {
-        let op = self.settings.operator;
-        let mut counts: BTreeMap<&str, u64> = BTreeMap::new();
-        for (topic, _, _, _) in self.out.iter() {
-            *counts.entry(topic).or_default() += 1;
+    /// Counts the batch's outputs once it committed: records per topic, and for each record
+    /// the time from its event time (its timestamp) to now, the commit.
+    fn count_outputs(&mut self) {
+        let now = now_ms();
+        self.out_counts.clear();
+        self.out_counts.resize(self.out_meters.len(), 0);
+        for (topic, timestamp) in self.out.stamps() {
+            let (Some(n), Some(meters)) =
+                (self.out_counts.get_mut(topic), self.out_meters.get(topic))
+            else {
+                continue;
+            };
+            *n += 1;
+            if let Some(ts) = timestamp {
+                // Events stamped slightly ahead of this clock count as instant.
+                meters
+                    .latency
+                    .record(now.saturating_sub(ts).max(0) as f64 / 1000.0);
+            }
         }
-        for (topic, n) in counts {
-            metrics::counter!("surgeflow_records_out_total", "operator" => op, "topic" => topic.to_string()).increment(n);
+        for (meters, n) in self.out_meters.iter().zip(&self.out_counts) {
+            if *n > 0 {
+                meters.records.increment(*n);
+            }
         }
     }
 
@@ -720,6 +784,8 @@ impl<O: Operator> Worker<O> {
                 metrics::histogram!("surgeflow_transaction_commit_seconds", "operator" => op)
                     .record(started.elapsed().as_secs_f64());
                 self.remember_committed(&committed);
+                consumer.context().record_committed(&committed);
+                self.count_outputs();
                 self.count_dead_letters();
                 Ok(())
             }
@@ -757,8 +823,10 @@ impl<O: Operator> Worker<O> {
             consumer.commit(&offsets, CommitMode::Sync)?;
         }
         self.remember_committed(&offsets);
+        consumer.context().record_committed(&offsets);
         metrics::histogram!("surgeflow_transaction_commit_seconds", "operator" => self.settings.operator)
             .record(started.elapsed().as_secs_f64());
+        self.count_outputs();
         self.count_dead_letters();
         Ok(())
     }

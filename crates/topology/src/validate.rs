@@ -528,7 +528,20 @@ fn surge_pricer(p: &mut Problems, base: &str, params: &SurgePricerParams) {
         params.max_change_per_tick,
     );
     p.at_least(format!("{base}.hysteresis"), params.hysteresis, 0.0);
+    if params.metrics_top_cells > MAX_METRICS_TOP_CELLS {
+        p.push(
+            format!("{base}.metrics_top_cells"),
+            format!(
+                "must be at most {MAX_METRICS_TOP_CELLS}: each exported cell is three series per \
+                 instance (got {})",
+                params.metrics_top_cells
+            ),
+        );
+    }
 }
+
+/// Largest `surge-pricer.params.metrics_top_cells`.
+const MAX_METRICS_TOP_CELLS: u32 = 5000;
 
 fn matcher(p: &mut Problems, base: &str, params: &MatcherParams, geo: &GeoSettings) {
     p.positive(format!("{base}.radius_m"), params.radius_m);

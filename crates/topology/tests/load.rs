@@ -533,6 +533,31 @@ fn demand_hop_must_divide_the_window() {
 }
 
 #[test]
+fn metrics_top_cells_is_bounded() {
+    let yaml = base_with(&[(
+        "      cap: 3.0",
+        "      cap: 3.0\n      metrics_top_cells: 5001",
+    )]);
+    let errors = load_err(&yaml, &[]);
+    assert_error(
+        &errors,
+        "operators.surge-pricer.params.metrics_top_cells",
+        "must be at most 5000",
+    );
+    let fixture = Fixture::new();
+    let yaml = base_with(&[(
+        "      cap: 3.0",
+        "      cap: 3.0\n      metrics_top_cells: 0",
+    )]);
+    let topology = fixture.load(&yaml, &[]).unwrap_or_else(|e| panic!("{e}"));
+    let params = &topology.operators.surge_pricer.as_ref().unwrap().params;
+    assert_eq!(
+        params.metrics_top_cells, 0,
+        "0 turns the per-cell gauges off"
+    );
+}
+
+#[test]
 fn missing_env_var_without_default() {
     let yaml = base_with(&[(
         "bootstrap_servers: localhost:9092",

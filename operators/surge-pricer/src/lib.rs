@@ -21,10 +21,14 @@
 //! idle, and the wall clock at replay only matters for the "too far in the future" check, which
 //! the routers already applied.
 
+mod meters;
 mod published;
 mod view;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use metrics::Histogram;
 
 use surgeflow_domain::geo::{Cell, LatLon, Region};
 use surgeflow_domain::surge::{
@@ -32,12 +36,14 @@ use surgeflow_domain::surge::{
     SurgeUpdate, TripKey, TripKind, TripSignal, replay_horizon_ms,
 };
 use surgeflow_kafka::{ClientFactory, Registry};
+use surgeflow_runtime::telemetry::GaugeTable;
 use surgeflow_runtime::{
     Context, Operator, OperatorFactory, Record, RecordError, TopicPartition, TypedOutput,
 };
 use surgeflow_schema::{DriverStatus, GeoDriver, GeoTrip, Product, SurgeMultiplier, TripEventKind};
 use surgeflow_topology::Topology;
 
+pub use meters::{CELL_GAUGES, CELL_LABELS, MULTIPLIER_HISTOGRAM, multiplier_buckets};
 pub use view::{CellReport, SharedView};
 
 /// The operator's name in `topology.yaml`.
@@ -64,6 +70,8 @@ struct Partition {
     regions: BTreeSet<Region>,
     /// The processing clock of the last record ingested.
     last_ingest_ms: i64,
+    /// The engine's last tick when the per-cell gauges were last exported.
+    exported_tick: Option<i64>,
 }
 
 /// The surge pricer.
@@ -78,6 +86,12 @@ pub struct SurgePricer {
     partitions: BTreeMap<i32, Partition>,
     view: SharedView,
     updates: Vec<SurgeUpdate<Product>>,
+    /// `surgeflow_surge_multiplier`: every multiplier published.
+    published: Histogram,
+    /// The per-cell gauges of the cells surging most.
+    cell_gauges: meters::CellGauges,
+    /// The set of partitions changed since the per-cell gauges were exported.
+    cells_dirty: bool,
 }
 
 fn engine_status(status: DriverStatus) -> EngineStatus {
@@ -179,6 +193,7 @@ impl SurgePricer {
                     engine,
                     regions: BTreeSet::new(),
                     last_ingest_ms: ctx.now_ms,
+                    exported_tick: None,
                 },
             );
         }
@@ -200,10 +215,22 @@ impl SurgePricer {
                 window_end: u.window_end_ms,
                 computed_at: u.computed_at_ms,
             };
+            self.published.record(value.multiplier);
             let key = format_args!("{}:{}", value.cell, value.product.symbol());
             self.output.emit(ctx.out, key, value.computed_at, &value)?;
         }
         Ok(())
+    }
+
+    /// Exports the per-cell gauges of the cells surging most across the live partitions.
+    fn export_cells(&self) {
+        let views = self
+            .partitions
+            .values()
+            .filter(|part| !part.engine.is_restoring())
+            .flat_map(|part| part.engine.cell_views())
+            .collect();
+        self.cell_gauges.export(views);
     }
 }
 
@@ -303,8 +330,15 @@ impl Operator for SurgePricer {
             if let Some(w) = part.engine.watermark() {
                 watermark_lag = watermark_lag.max((ctx.now_ms - w) as f64 / 1000.0);
             }
+            if part.engine.last_tick() != part.exported_tick {
+                part.exported_tick = part.engine.last_tick();
+                self.cells_dirty = true;
+            }
         }
         metrics::gauge!("surgeflow_watermark_lag_seconds", "operator" => NAME).set(watermark_lag);
+        if std::mem::take(&mut self.cells_dirty) {
+            self.export_cells();
+        }
         self.publish(ctx)
     }
 
@@ -351,6 +385,7 @@ impl Operator for SurgePricer {
             self.partitions.remove(&p);
             self.view.forget(p);
         }
+        self.cells_dirty = true;
     }
 
     fn restore_horizon_ms(&self) -> Option<i64> {
@@ -376,6 +411,13 @@ impl Operator for SurgePricer {
 
 impl OperatorFactory for SurgePricer {
     const NAME: &'static str = NAME;
+
+    fn histogram_buckets(topology: &Topology) -> Vec<(&'static str, Vec<f64>)> {
+        // A bad configuration is reported by `build`, with its reason.
+        engine_config(topology)
+            .map(|config| vec![(MULTIPLIER_HISTOGRAM, multiplier_buckets(&config))])
+            .unwrap_or_default()
+    }
 
     async fn build(topology: &Topology, registry: &Registry) -> anyhow::Result<Self> {
         let config = engine_config(topology)?;
@@ -406,6 +448,14 @@ impl OperatorFactory for SurgePricer {
             anyhow::bail!("operators.{NAME}.outputs: exactly one output topic expected");
         };
         let output = TypedOutput::register(&spec.outputs, output_topic, registry).await?;
+        // Exported at 0 from the start, so that the first drops show in rates too.
+        for topic in [&driver_topic, &trip_topic] {
+            for reason in ["late", "future", "rejected"] {
+                metrics::counter!("surgeflow_records_dropped_total", "operator" => NAME,
+                    "topic" => topic.clone(), "reason" => reason)
+                .increment(0);
+            }
+        }
         Ok(SurgePricer {
             config,
             driver_topic,
@@ -417,11 +467,18 @@ impl OperatorFactory for SurgePricer {
             partitions: BTreeMap::new(),
             view: SharedView::new(topology.geo.region_precision),
             updates: Vec::new(),
+            published: metrics::histogram!(MULTIPLIER_HISTOGRAM, "operator" => NAME),
+            cell_gauges: meters::CellGauges::new(NAME, spec.params.metrics_top_cells as usize),
+            cells_dirty: false,
         })
     }
 
     fn routes(&self) -> axum::Router {
         view::routes(self.view.clone())
+    }
+
+    fn gauge_tables(&self) -> Vec<Arc<GaugeTable>> {
+        vec![self.cell_gauges.table()]
     }
 }
 
