@@ -58,6 +58,10 @@ const RESTORE_TIMEOUT: Duration = Duration::from_secs(600);
 /// Records replayed between two updates of `surgeflow_restore_records_total`.
 const RESTORE_PROGRESS_EVERY: u64 = 10_000;
 
+/// Records replayed between two liveness heartbeats during a restore (a clock read each:
+/// cheap at this spacing, and frequent enough at any replay speed).
+const RESTORE_HEARTBEAT_EVERY: u64 = 1_024;
+
 /// Everything the loop needs to know about its operator instance.
 #[derive(Debug, Clone)]
 pub struct WorkerSettings {
@@ -427,7 +431,11 @@ impl<O: Operator> Worker<O> {
             }
         }
         Ok(match &mut self.aligner {
-            Some(aligner) => Batch::Aligned(aligner.take(&self.assigned, max, Instant::now())),
+            Some(aligner) => {
+                Batch::Aligned(aligner.take(&self.assigned, max, Instant::now(), |tp| {
+                    cached_high_watermark(consumer, tp).is_some()
+                }))
+            }
             None => Batch::Borrowed(batch),
         })
     }
@@ -581,6 +589,10 @@ impl<O: Operator> Worker<O> {
                     return Err(WorkerError::Fatal(e));
                 }
                 replayed += 1;
+                if replayed.is_multiple_of(RESTORE_HEARTBEAT_EVERY) {
+                    // A long restore is work, not a stuck loop: liveness stays green.
+                    self.health.last_loop_ms.store(now_ms(), Ordering::Relaxed);
+                }
                 if replayed.is_multiple_of(RESTORE_PROGRESS_EVERY) {
                     progress.increment(RESTORE_PROGRESS_EVERY);
                 }
@@ -1007,4 +1019,31 @@ fn dead_letter(
         source_topic: record.topic.to_string(),
         reason,
     }
+}
+
+/// The high watermark librdkafka cached for a partition from its last fetch answer, without
+/// asking the broker; `None` before the first answer.
+///
+/// The safe `rdkafka` API only offers the broker round trip (`fetch_watermarks`), far too
+/// slow to ask for every empty partition on every batch.
+fn cached_high_watermark(
+    consumer: &BaseConsumer<RuntimeContext>,
+    tp: &TopicPartition,
+) -> Option<i64> {
+    let topic = std::ffi::CString::new(tp.topic.as_str()).ok()?;
+    let (mut low, mut high) = (-1i64, -1i64);
+    // SAFETY: the client pointer is valid while `consumer` is borrowed, `topic` is a
+    // NUL-terminated string that outlives the call, and `low`/`high` are writable i64s;
+    // rd_kafka_get_watermark_offsets only reads the client's cached partition state.
+    let err = unsafe {
+        rdkafka::bindings::rd_kafka_get_watermark_offsets(
+            consumer.client().native_ptr(),
+            topic.as_ptr(),
+            tp.partition,
+            &mut low,
+            &mut high,
+        )
+    };
+    (err == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0)
+        .then_some(high)
 }
