@@ -172,7 +172,9 @@ pub struct StackConfig {
     pub java: PathBuf,
     /// The `mvn` executable (default `mvn` from `PATH`); only needed for the first download.
     pub mvn: PathBuf,
-    /// Kafka's `-Xmx` in MiB (default 512).
+    /// Kafka's `-Xmx` in MiB (default 2048). A broker's heap grows with its partition count,
+    /// and a dev broker shared by test runs collects thousands of namespaced partitions;
+    /// 512 MiB ran out of heap at about 13,000.
     pub kafka_heap_mb: u32,
     /// The registry's `-Xmx` in MiB (default 384).
     pub registry_heap_mb: u32,
@@ -204,7 +206,7 @@ impl StackConfig {
             stop_timeout: Duration::from_secs(20),
             java: PathBuf::from("java"),
             mvn: PathBuf::from("mvn"),
-            kafka_heap_mb: 512,
+            kafka_heap_mb: 2048,
             registry_heap_mb: 384,
             kafka_jvm_args: Vec::new(),
             registry_jvm_args: vec!["-XX:TieredStopAtLevel=1".into(), "-XX:+UseSerialGC".into()],
