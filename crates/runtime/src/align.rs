@@ -16,11 +16,6 @@ use rdkafka::message::{Message, OwnedMessage};
 
 use crate::operator::TopicPartition;
 
-/// How long a group waits for a partition that has not been fetched at all yet (see
-/// [`Aligner::take`]): far longer than any healthy first fetch, short enough that a partition
-/// the broker cannot serve does not stop its group for good.
-pub const FIRST_FETCH_LIMIT: Duration = Duration::from_secs(30);
-
 /// Per-partition buffers merged by timestamp within each partition number.
 #[derive(Default)]
 pub struct Aligner {
@@ -84,18 +79,11 @@ impl Aligner {
     /// Takes up to `max` records in processing order: per partition number, heads by smallest
     /// timestamp, as long as every assigned partition of the group has a head or has been
     /// empty for the idle limit.
-    ///
-    /// `fetched` says whether the consumer has had a fetch answer for a partition yet. One
-    /// that has not may hold records older than everything buffered (right after an
-    /// assignment, on a loaded machine, the first fetch can take longer than the idle limit),
-    /// so its group waits for it up to [`FIRST_FETCH_LIMIT`] instead: otherwise a restored
-    /// operator could order its first records differently from the instance it replaces.
     pub fn take(
         &mut self,
         assigned: &BTreeSet<TopicPartition>,
         max: usize,
         now: Instant,
-        fetched: impl Fn(&TopicPartition) -> bool,
     ) -> Vec<OwnedMessage> {
         for tp in assigned {
             if self.buffers.get(tp).is_none_or(VecDeque::is_empty) {
@@ -110,16 +98,11 @@ impl Aligner {
         for members in groups.values() {
             while out.len() < max {
                 let blocked = members.iter().any(|tp| {
-                    let limit = if fetched(tp) {
-                        self.idle
-                    } else {
-                        FIRST_FETCH_LIMIT
-                    };
                     self.buffers.get(*tp).is_none_or(VecDeque::is_empty)
                         && self
                             .empty_since
                             .get(*tp)
-                            .is_none_or(|since| now.duration_since(*since) < limit)
+                            .is_none_or(|since| now.duration_since(*since) < self.idle)
                 });
                 if blocked {
                     break;
@@ -172,11 +155,6 @@ mod tests {
         )
     }
 
-    /// Every partition has had a fetch answer.
-    fn fetched(_: &TopicPartition) -> bool {
-        true
-    }
-
     fn order(out: &[OwnedMessage]) -> Vec<(String, i64)> {
         out.iter()
             .map(|m| (m.topic().to_string(), m.timestamp().to_millis().unwrap()))
@@ -193,11 +171,11 @@ mod tests {
         }
         // b has nothing yet: a waits, and a full buffer of a alone is no reason to stop fetching.
         assert!(!al.covers(&assigned));
-        assert!(al.take(&assigned, 100, t0, fetched).is_empty());
+        assert!(al.take(&assigned, 100, t0).is_empty());
         al.push(tp("b", 0), msg("b", 0, 0, 15));
         al.push(tp("b", 0), msg("b", 0, 1, 35));
         assert!(al.covers(&assigned));
-        let out = al.take(&assigned, 100, t0, fetched);
+        let out = al.take(&assigned, 100, t0);
         assert_eq!(
             order(&out),
             [
@@ -211,11 +189,11 @@ mod tests {
         // b is empty again; a's 40 waits until b has been idle for a second.
         assert_eq!(al.first_unprocessed(&tp("a", 0)), Some(3));
         assert!(
-            al.take(&assigned, 100, t0 + Duration::from_millis(500), fetched)
+            al.take(&assigned, 100, t0 + Duration::from_millis(500))
                 .is_empty()
         );
         assert_eq!(
-            order(&al.take(&assigned, 100, t0 + Duration::from_millis(1500), fetched)),
+            order(&al.take(&assigned, 100, t0 + Duration::from_millis(1500))),
             [("a".into(), 40)]
         );
         assert!(al.is_empty());
@@ -230,29 +208,9 @@ mod tests {
             al.push(tp("a", 1), msg("a", 1, i, i));
         }
         let now = Instant::now();
-        assert_eq!(al.take(&assigned, 3, now, fetched).len(), 3);
+        assert_eq!(al.take(&assigned, 3, now).len(), 3);
         assert_eq!(al.len(), 7);
         al.drop_partitions([&tp("a", 1)]);
         assert_eq!(al.len(), 2);
-    }
-
-    #[test]
-    fn a_partition_never_fetched_holds_its_group_longer_than_the_idle_limit() {
-        let assigned = BTreeSet::from([tp("a", 0), tp("b", 0)]);
-        let mut al = Aligner::new(Duration::from_millis(500));
-        let t0 = Instant::now();
-        al.push(tp("a", 0), msg("a", 0, 0, 10));
-        let b_unfetched = |p: &TopicPartition| p.topic != "b";
-        assert!(al.take(&assigned, 100, t0, b_unfetched).is_empty());
-        // Past the idle limit, b (never fetched) still holds a's record back...
-        let later = t0 + Duration::from_secs(2);
-        assert!(al.take(&assigned, 100, later, b_unfetched).is_empty());
-        // ...until its first fetch answer shows it empty: then the idle limit applies,
-        // counted from when it was first seen empty.
-        assert_eq!(al.take(&assigned, 100, later, fetched).len(), 1);
-        // A partition the broker never serves stops its group for FIRST_FETCH_LIMIT at most.
-        al.push(tp("a", 0), msg("a", 0, 1, 20));
-        let stuck = t0 + FIRST_FETCH_LIMIT + Duration::from_millis(1);
-        assert_eq!(al.take(&assigned, 100, stuck, b_unfetched).len(), 1);
     }
 }

@@ -431,11 +431,7 @@ impl<O: Operator> Worker<O> {
             }
         }
         Ok(match &mut self.aligner {
-            Some(aligner) => {
-                Batch::Aligned(aligner.take(&self.assigned, max, Instant::now(), |tp| {
-                    cached_high_watermark(consumer, tp).is_some()
-                }))
-            }
+            Some(aligner) => Batch::Aligned(aligner.take(&self.assigned, max, Instant::now())),
             None => Batch::Borrowed(batch),
         })
     }
@@ -1019,31 +1015,4 @@ fn dead_letter(
         source_topic: record.topic.to_string(),
         reason,
     }
-}
-
-/// The high watermark librdkafka cached for a partition from its last fetch answer, without
-/// asking the broker; `None` before the first answer.
-///
-/// The safe `rdkafka` API only offers the broker round trip (`fetch_watermarks`), far too
-/// slow to ask for every empty partition on every batch.
-fn cached_high_watermark(
-    consumer: &BaseConsumer<RuntimeContext>,
-    tp: &TopicPartition,
-) -> Option<i64> {
-    let topic = std::ffi::CString::new(tp.topic.as_str()).ok()?;
-    let (mut low, mut high) = (-1i64, -1i64);
-    // SAFETY: the client pointer is valid while `consumer` is borrowed, `topic` is a
-    // NUL-terminated string that outlives the call, and `low`/`high` are writable i64s;
-    // rd_kafka_get_watermark_offsets only reads the client's cached partition state.
-    let err = unsafe {
-        rdkafka::bindings::rd_kafka_get_watermark_offsets(
-            consumer.client().native_ptr(),
-            topic.as_ptr(),
-            tp.partition,
-            &mut low,
-            &mut high,
-        )
-    };
-    (err == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0)
-        .then_some(high)
 }
