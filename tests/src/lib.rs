@@ -536,3 +536,24 @@ pub async fn read_committed<T: AvroRecord>(
     }
     out
 }
+
+/// A file of the real data sets that tests and benchmarks read, such as
+/// `nyc-taxi-2013/sorted_data.csv`: under `SURGEFLOW_DATA_DIR` when set, else under
+/// `../shared/data` next to the repository. The data stays outside the project, so it may be
+/// absent: then this prints `skipping: <what> not found at <path> (set SURGEFLOW_DATA_DIR)`
+/// and returns `None`, and the caller returns without failing.
+pub fn data_file(relative: &str, what: &str) -> Option<PathBuf> {
+    let dir = std::env::var_os("SURGEFLOW_DATA_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| project_root().join("..").join("shared").join("data"));
+    let path = dir.join(relative);
+    if path.is_file() {
+        Some(path)
+    } else {
+        eprintln!(
+            "skipping: {what} not found at {} (set SURGEFLOW_DATA_DIR)",
+            path.display()
+        );
+        None
+    }
+}

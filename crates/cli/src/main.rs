@@ -4,7 +4,10 @@
 //! `--topology FILE` (default `./topology.yaml`, or `SURGEFLOW_TOPOLOGY`). Errors go to stderr;
 //! the exit code is 2 for bad input or configuration, 1 for anything else that failed.
 
+mod demo;
 mod dev;
+mod produce;
+mod replay;
 mod simulate;
 mod tail;
 mod topology_cmd;
@@ -40,8 +43,14 @@ enum Command {
     Topology(topology_cmd::TopologyCommand),
     /// Run a synthetic city that produces driver pings and trip events.
     Simulate(simulate::SimulateArgs),
+    /// Replay real taxi trips (DEBS 2015 / NYC TLC 2013 format) as driver pings and trip
+    /// events, in event-time order.
+    Replay(replay::ReplayArgs),
     /// Print the records of a topic as JSON lines.
     Tail(tail::TailArgs),
+    /// Everything at once: local stack, topics, operators, a feeder, and a live view in the
+    /// terminal and on a local web page.
+    Demo(demo::DemoArgs),
 }
 
 /// A failed command: its message and exit code.
@@ -84,7 +93,9 @@ fn main() -> ExitCode {
         Command::Dev(cmd) => dev::run(cmd, &cli.topology),
         Command::Topology(cmd) => topology_cmd::run(cmd, &cli.topology),
         Command::Simulate(args) => simulate::run(args, &cli.topology),
+        Command::Replay(args) => replay::run(args, &cli.topology),
         Command::Tail(args) => tail::run(args, &cli.topology),
+        Command::Demo(args) => demo::run(args, &cli.topology),
     };
     match outcome {
         Ok(code) => ExitCode::from(code),
