@@ -222,6 +222,9 @@ pub fn run(args: ReplayArgs, path: &Path) -> Outcome {
         )));
     }
     let mut config = config(&args);
+    if let Some(router) = &topology.operators.trip_router {
+        config.max_trip_speed_mps = router.params.max_trip_speed_mps;
+    }
     config.validate().map_err(Failure::usage)?;
     let mut producer = EventProducer::connect(&topology, path, args.topic_prefix.as_deref())?;
     let mut limits = TimeLimits::of(&topology);
@@ -318,10 +321,13 @@ fn fate(class: DirtyClass) -> &'static str {
             "routers dead-letter the events at that position (dlq.location.update, dlq.trip)"
         }
         DirtyClass::OutsideArea => "routed as given",
-        DirtyClass::ZeroDuration | DirtyClass::NegativeDuration | DirtyClass::ZeroDistance => {
-            "routed as given (no router rule rejects it)"
+        DirtyClass::ZeroDuration | DirtyClass::NegativeDuration => {
+            "trip.completed dead-lettered as bad_duration when the meter time is 0 or less (dlq.trip)"
         }
-        DirtyClass::ImpossibleSpeed => "routed as given; the pricer drops pings beyond 70 m/s",
+        DirtyClass::ZeroDistance => "routed as given (no router rule rejects it)",
+        DirtyClass::ImpossibleSpeed => {
+            "trip.completed dead-lettered when the meter says so (bad_duration, implausible_speed); the pricer drops pings beyond 70 m/s"
+        }
         DirtyClass::TooLong => "trip events produced; the taxi's pings ignore the trip",
         DirtyClass::Overlapping => "the earlier trip is cut short in the pings",
         DirtyClass::Late => "trip events produced out of order; pings ignore the trip",
@@ -372,9 +378,9 @@ fn summary<R>(args: &ReplayArgs, replay: &Replay<R>, elapsed: Duration) {
             println!("  {:<24} {count:>8}  {}", class.label(), fate(class));
         }
     }
-    if !s.unroutable.is_empty() {
-        println!("events at positions the routers reject (expect them in the DLQ):");
-        for ((topic, reason), count) in &s.unroutable {
+    if !s.rejected.is_empty() {
+        println!("events the routers will reject, by reason (expect them in the DLQ):");
+        for ((topic, reason), count) in &s.rejected {
             println!("  {topic:<20} {reason:<24} {count}");
         }
     }

@@ -4,7 +4,10 @@
 //! routers write and dead-letter is compared, exactly, with counts this test computes on its
 //! own from the raw CSV, following the rules of `docs/replay.md` (it does not use the replay
 //! crate); the pricer's and the matcher's outputs depend on timing, so only their existence
-//! and sanity are checked.
+//! and sanity are checked. Dirty rows reach `dlq.trip` through two rules: a rejected pickup
+//! (all five trip events, with the coordinate's reason) and, for `trip.completed` alone, a
+//! meter time of 0 (`bad_duration`) or a meter speed above 70 m/s (`implausible_speed`); the
+//! trip-router checks the pickup first, so a row with both has the coordinate's reason.
 //!
 //! Pings come every 60 s instead of 4 s (`--ping-interval 60s`, with the pricer's and the
 //! matcher's driver TTLs raised to match) to keep the run within a couple of minutes on a
@@ -38,6 +41,10 @@ struct Row {
     dropoff_ms: i64,
     pickup: (f64, f64),
     dropoff: (f64, f64),
+    /// trip_time_in_secs: the meter's time.
+    meter_s: i64,
+    /// trip_distance, converted to metres.
+    meter_m: f64,
 }
 
 /// `YYYY-MM-DD HH:MM:SS` of January 2013, New York time, to UTC milliseconds.
@@ -67,6 +74,8 @@ fn read_rows(path: &Path) -> Vec<Row> {
                 dropoff_ms: january_2013(f[3]),
                 pickup: (num(7), num(6)),
                 dropoff: (num(9), num(8)),
+                meter_s: f[4].parse().unwrap(),
+                meter_m: num(5) * 1609.344,
             }
         })
         .collect()
@@ -83,6 +92,24 @@ fn rejection(p: (f64, f64)) -> Option<&'static str> {
         Some("longitude_out_of_range")
     } else if lat == 0.0 && lon == 0.0 {
         Some("null_island")
+    } else {
+        None
+    }
+}
+
+/// The trip-router's `max_trip_speed_mps` in `topology.yaml`.
+const MAX_TRIP_SPEED_MPS: f64 = 70.0;
+
+/// The DLQ reason the trip-router gives a row's `trip.completed`, if it rejects it: the
+/// pickup's first, then a meter time that is not positive, then a meter speed above the
+/// limit.
+fn completed_rejection(row: &Row) -> Option<&'static str> {
+    if let Some(reason) = rejection(row.pickup) {
+        Some(reason)
+    } else if row.meter_s <= 0 {
+        Some("bad_duration")
+    } else if row.meter_m / row.meter_s as f64 > MAX_TRIP_SPEED_MPS {
+        Some("implausible_speed")
     } else {
         None
     }
@@ -287,6 +314,35 @@ async fn replaying_the_nyc_sample_through_the_pipeline() {
         bad_pickups.get("null_island") > Some(&50),
         "{bad_pickups:?}"
     );
+    // trip.completed: the pickup's reason, else the duration's or the speed's.
+    let mut bad_completed: BTreeMap<&str, u64> = BTreeMap::new();
+    for r in &rows {
+        if let Some(reason) = completed_rejection(r) {
+            *bad_completed.entry(reason).or_default() += 1;
+        }
+    }
+    assert!(
+        bad_completed.get("bad_duration") > Some(&10),
+        "the sample's zero-second trips at routable pickups: {bad_completed:?}"
+    );
+    // The router's rule order in the test's own terms: every row with a bad pickup counts
+    // once, under its coordinate reason, whatever its duration.
+    let both = rows
+        .iter()
+        .filter(|r| rejection(r.pickup).is_some() && r.meter_s <= 0)
+        .count();
+    assert!(both > 0, "the sample has zero-second trips at (0, 0)");
+    let router = t.topology.operators.trip_router.as_ref().unwrap();
+    assert_eq!(router.params.max_trip_speed_mps, MAX_TRIP_SPEED_MPS);
+    // The replay's summary announces them.
+    for (reason, n) in &bad_completed {
+        let line = format!("  {:<20} {reason:<24} {n}\n", "trip.completed");
+        assert!(summary.contains(&line), "{line:?} not in\n{summary}");
+    }
+    let completed_routed = rows
+        .iter()
+        .filter(|r| completed_rejection(r).is_none())
+        .count();
     // The first event is the earliest lead-in ping; `--start-ms` puts it at start_ms.
     let (pings, bad_pings, first_ping) = expected_pings(&rows);
     let shift = start_ms - first_ping;
@@ -301,9 +357,10 @@ async fn replaying_the_nyc_sample_through_the_pipeline() {
     assert_eq!(sent.len() as u64, pings, "pings produced");
 
     stage("location.update read");
-    // trip-router: the dead letters are exactly the five lifecycle events of every row with a
-    // rejected pickup.
-    let dlq_trip: u64 = bad_pickups.values().sum::<u64>() * 5;
+    // trip-router: the dead letters are exactly the four lifecycle events before the drop-off
+    // of every row with a rejected pickup, and the trip.completed events rejected by pickup,
+    // duration or speed.
+    let dlq_trip: u64 = bad_pickups.values().sum::<u64>() * 4 + bad_completed.values().sum::<u64>();
     let dead = read_raw(
         &t.topic("dlq.trip"),
         dlq_trip as usize,
@@ -320,18 +377,16 @@ async fn replaying_the_nyc_sample_through_the_pipeline() {
             .or_default() += 1;
     }
     let mut want = BTreeMap::new();
-    for kind in [
-        "requested",
-        "accepted",
-        "driver_arrived",
-        "started",
-        "completed",
-    ] {
+    for kind in ["requested", "accepted", "driver_arrived", "started"] {
         for (reason, n) in &bad_pickups {
             want.insert((kind.to_string(), reason.to_string()), *n);
         }
     }
+    for (reason, n) in &bad_completed {
+        want.insert(("completed".to_string(), reason.to_string()), *n);
+    }
     assert_eq!(got, want, "dlq.trip by source topic and reason");
+    eprintln!("dlq.trip by source topic and reason: {got:?}");
 
     stage("dlq.trip checked");
     // location-router: the dead letters are exactly the pings at rejected positions.
@@ -366,7 +421,7 @@ async fn replaying_the_nyc_sample_through_the_pipeline() {
             *want_window.entry(cell(r.pickup)).or_default() += 1;
         }
     }
-    let home_trip_events = good_pickups.len() * 5;
+    let home_trip_events = good_pickups.len() * 4 + completed_routed;
     let deadline = Instant::now() + Duration::from_secs(120);
     let geo_trip = loop {
         let records = read_committed::<GeoTrip>(
@@ -395,20 +450,11 @@ async fn replaying_the_nyc_sample_through_the_pipeline() {
         }
     }
     let n = good_pickups.len();
-    assert_eq!(
-        kinds,
-        BTreeMap::from(
-            [
-                "Accepted",
-                "Completed",
-                "DriverArrived",
-                "Requested",
-                "Started"
-            ]
-            .map(|k| (k.to_string(), n))
-        ),
-        "home geo.trip records by kind"
+    let mut want_kinds = BTreeMap::from(
+        ["Accepted", "DriverArrived", "Requested", "Started"].map(|k| (k.to_string(), n)),
     );
+    want_kinds.insert("Completed".to_string(), completed_routed);
+    assert_eq!(kinds, want_kinds, "home geo.trip records by kind");
     assert_eq!(got_cells, want_cells, "requests per cell");
     assert_eq!(got_window, want_window, "requests per cell, 00:20-00:25");
     assert!(

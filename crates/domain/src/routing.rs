@@ -5,8 +5,9 @@
 //! not exactly (0, 0) (the classic "no fix" value of GPS stacks, present in real taxi data);
 //! the device's accuracy radius must be within a limit; the event time must be neither too far
 //! in the future (a wrong device clock would drag watermarks forward and close windows early)
-//! nor older than a limit. A rejected event carries a short, stable reason used as the DLQ
-//! reason and metrics label.
+//! nor older than a limit; a completed trip must have taken a positive time, at a speed a road
+//! vehicle can reach (distance / duration within a limit). A rejected event carries a short,
+//! stable reason used as the DLQ reason and metrics label.
 
 use crate::geo::{Cell, GeoError, HaloRegions, LatLon, Region, halo_regions};
 
@@ -40,6 +41,12 @@ pub enum Rejection {
     /// Rejected: event time is older than the limit.
     #[error("event time is older than the limit")]
     TooOld,
+    /// Rejected: a completed trip's duration is not a finite number greater than 0.
+    #[error("trip duration is not a finite number greater than 0")]
+    BadDuration,
+    /// Rejected: a completed trip's distance over its duration is above the speed limit.
+    #[error("trip distance over duration is above the speed limit")]
+    ImplausibleSpeed,
 }
 
 impl Rejection {
@@ -55,6 +62,8 @@ impl Rejection {
             Rejection::BadHeading => "bad_heading",
             Rejection::FutureTimestamp => "future_timestamp",
             Rejection::TooOld => "too_old",
+            Rejection::BadDuration => "bad_duration",
+            Rejection::ImplausibleSpeed => "implausible_speed",
         }
     }
 }
@@ -121,6 +130,32 @@ pub fn check_motion(
     }
     if heading_deg.is_some_and(|h| !(h.is_finite() && (0.0..=360.0).contains(&h))) {
         return Err(Rejection::BadHeading);
+    }
+    Ok(())
+}
+
+/// Checks the duration and the distance of a completed trip (`trip.completed`), when the
+/// producer sends them: the duration must be a finite number of seconds greater than 0, and
+/// the average speed, `distance_m / duration_s`, at most `max_speed_mps`. An absent field
+/// (records of older producers) is not checked; an absent distance or duration skips the
+/// speed check. The duration is checked first, so a zero-duration trip is `bad_duration`
+/// whatever its distance.
+///
+/// # Errors
+/// [`Rejection::BadDuration`] or [`Rejection::ImplausibleSpeed`].
+pub fn check_trip(
+    duration_s: Option<f64>,
+    distance_m: Option<f64>,
+    max_speed_mps: f64,
+) -> Result<(), Rejection> {
+    let Some(duration_s) = duration_s else {
+        return Ok(());
+    };
+    if !(duration_s.is_finite() && duration_s > 0.0) {
+        return Err(Rejection::BadDuration);
+    }
+    if distance_m.is_some_and(|d| d / duration_s > max_speed_mps) {
+        return Err(Rejection::ImplausibleSpeed);
     }
     Ok(())
 }
@@ -242,6 +277,48 @@ mod tests {
             check_motion(None, None, Some(361.0), 100.0),
             Err(Rejection::BadHeading)
         );
+    }
+
+    #[test]
+    fn trips() {
+        let max = 70.0;
+        assert_eq!(check_trip(Some(600.0), Some(3_000.0), max), Ok(()));
+        assert_eq!(check_trip(None, None, max), Ok(()), "older producers");
+        assert_eq!(check_trip(None, Some(1e9), max), Ok(()), "no duration");
+        assert_eq!(check_trip(Some(60.0), None, max), Ok(()), "no distance");
+        assert_eq!(check_trip(Some(60.0), Some(0.0), max), Ok(()));
+        assert_eq!(
+            check_trip(Some(100.0), Some(7_000.0), max),
+            Ok(()),
+            "at the limit"
+        );
+        assert_eq!(
+            check_trip(Some(100.0), Some(7_000.1), max),
+            Err(Rejection::ImplausibleSpeed)
+        );
+        assert_eq!(
+            check_trip(Some(60.0), Some(f64::INFINITY), max),
+            Err(Rejection::ImplausibleSpeed)
+        );
+        for bad in [0.0, -0.0, -5.0, f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+            assert_eq!(
+                check_trip(Some(bad), Some(1_000.0), max),
+                Err(Rejection::BadDuration),
+                "{bad}"
+            );
+            assert_eq!(
+                check_trip(Some(bad), None, max),
+                Err(Rejection::BadDuration),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            check_trip(Some(0.0), Some(0.0), max),
+            Err(Rejection::BadDuration),
+            "the duration is checked first"
+        );
+        assert_eq!(Rejection::BadDuration.reason(), "bad_duration");
+        assert_eq!(Rejection::ImplausibleSpeed.reason(), "implausible_speed");
     }
 
     #[test]

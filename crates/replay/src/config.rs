@@ -58,6 +58,11 @@ pub struct ReplayConfig {
     /// Above this implied speed a row is `impossible_speed`, m/s (default 70, the surge
     /// pricer's teleport limit).
     pub max_speed_mps: f64,
+    /// The trip-router's `max_trip_speed_mps`, m/s (default 70): a `trip.completed` whose meter
+    /// distance over meter time is above it will be dead-lettered as `implausible_speed`. Used
+    /// only to count, in [`crate::ReplayStats::rejected`], what the routers will reject;
+    /// `surgeflow replay` takes it from the topology.
+    pub max_trip_speed_mps: f64,
     /// Routable points outside this box are `outside_area` (default [`Area::NEW_YORK`]).
     pub area: Area,
     /// The product every taxi serves and every rider asks for (default ECONOMY).
@@ -79,6 +84,7 @@ impl Default for ReplayConfig {
             max_idle_gap_ms: 3_600_000,
             max_trip_ms: 7_200_000,
             max_speed_mps: 70.0,
+            max_trip_speed_mps: 70.0,
             area: Area::NEW_YORK,
             product: Product::Economy,
             start_ms: None,
@@ -139,6 +145,15 @@ impl ReplayConfig {
                 format!("must be a finite number > 0 (got {})", self.max_speed_mps),
             );
         }
+        if !(self.max_trip_speed_mps.is_finite() && self.max_trip_speed_mps > 0.0) {
+            return fail(
+                "max_trip_speed_mps",
+                format!(
+                    "must be a finite number > 0 (got {})",
+                    self.max_trip_speed_mps
+                ),
+            );
+        }
         if let Some(Until::AfterFirstEvent(ms)) = self.until
             && ms < 0
         {
@@ -179,6 +194,10 @@ mod tests {
             },
             ReplayConfig {
                 max_speed_mps: f64::NAN,
+                ..ReplayConfig::default()
+            },
+            ReplayConfig {
+                max_trip_speed_mps: 0.0,
                 ..ReplayConfig::default()
             },
             ReplayConfig {

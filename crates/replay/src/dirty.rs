@@ -26,7 +26,8 @@ pub enum DirtyClass {
     /// A pickup or drop-off that the routers accept but that lies outside the area box
     /// (longitude 0.0, Rhode Island, ...).
     OutsideArea,
-    /// Drop-off at the pickup time.
+    /// Drop-off at the pickup time. When the meter's time is 0 as well (`trip_duration_s`), the
+    /// trip-router dead-letters the `trip.completed` (`bad_duration`).
     ZeroDuration,
     /// Drop-off before the pickup time.
     NegativeDuration,
@@ -34,7 +35,8 @@ pub enum DirtyClass {
     ZeroDistance,
     /// Faster than `max_speed_mps`, by the meter (distance / trip time) or in a straight line
     /// between two routable points (distance / (drop-off − pickup)); a distance covered in no
-    /// time at all counts as infinitely fast.
+    /// time at all counts as infinitely fast. The trip-router dead-letters the `trip.completed`
+    /// of a row too fast by the meter (`implausible_speed`, or `bad_duration` for no time).
     ImpossibleSpeed,
     /// Longer than `max_trip_ms`.
     TooLong,

@@ -33,13 +33,15 @@
 //! - **Trip** (one per row, id `trip-<FNV-1a of the line>`, rider `rider-<same>`):
 //!   `trip.requested` at the pickup time; `trip.accepted` and `trip.driver_arrived` 2–10 s
 //!   later; `trip.started` 5–30 s after that (both delays from the line's hash, and never
-//!   after the drop-off); `trip.completed` at the drop-off time with the meter's distance.
-//!   Every one carries the recorded pickup position.
+//!   after the drop-off); `trip.completed` at the drop-off time with the meter's distance and
+//!   trip time. Every one carries the recorded pickup position.
 //! - **Taxi** (one driver per medallion, id `taxi-<FNV-1a of the medallion>`): a ping every
 //!   `ping_interval_ms` at a per-taxi phase, AVAILABLE / DISPATCHED / ON_TRIP / OFFLINE along
 //!   its trips with interpolated positions (see the `driver` module for the rules).
 //! - **Dirty rows** are converted as recorded and counted by [`DirtyClass`]; rows that do
 //!   not parse are counted by class and reported with their line numbers ([`RowError`]).
+//!   The events the routers will dead-letter are counted by reason
+//!   ([`ReplayStats::rejected`]).
 //!
 //! # Determinism and memory
 //!

@@ -20,7 +20,7 @@ use std::cmp::{Ordering, Reverse};
 use std::collections::{BinaryHeap, HashMap};
 use std::io::BufRead;
 
-use surgeflow_domain::routing::check_point;
+use surgeflow_domain::routing::{check_point, check_trip};
 use surgeflow_schema::{
     LocationUpdate, Product, TripAccepted, TripCompleted, TripDriverArrived, TripRequested,
     TripStarted,
@@ -56,9 +56,14 @@ pub struct ReplayStats {
     pub dirty_rows: u64,
     /// Events produced per topic, in the order of `surgeflow_sim::TOPICS`.
     pub events: [u64; 8],
-    /// Events produced whose position (a ping's, or a trip event's pickup) the routers
-    /// reject, by `(topic, reason)`: what should reach the dead-letter topics.
-    pub unroutable: Vec<((&'static str, &'static str), u64)>,
+    /// Events produced that the routers will reject, by `(topic, reason)`: what should reach
+    /// the dead-letter topics. A ping or trip event at a rejected position (a ping's, a trip
+    /// event's pickup) has that position's reason; a `trip.completed` with a routable pickup
+    /// and a meter time of 0 or less is `bad_duration`, and one whose meter distance over
+    /// meter time is above [`ReplayConfig::max_trip_speed_mps`] `implausible_speed` (the
+    /// trip-router's order: pickup, then duration, then speed). The routers' time limits are
+    /// not counted here.
+    pub rejected: Vec<((&'static str, &'static str), u64)>,
     /// Event time of the first event produced (after any shift).
     pub first_event_ms: Option<i64>,
     /// Event time of the latest event produced (after any shift).
@@ -106,6 +111,8 @@ struct TripEvents {
     pickup: Point,
     dropoff: Point,
     distance_m: f64,
+    /// The meter's trip time, seconds.
+    duration_s: f64,
     /// Requested, accepted, driver arrived, started, completed (file time).
     times: [i64; 5],
     next: usize,
@@ -353,8 +360,16 @@ impl<R: BufRead> Replay<R> {
             SimEvent::TripDeclined(e) => (e.pickup_lat, e.pickup_lon),
             SimEvent::TripCancelled(e) => (e.pickup_lat, e.pickup_lon),
         };
-        if let Err(r) = check_point(lat, lon) {
-            ReplayStats::bump(&mut self.stats.unroutable, (TOPICS[index], r.reason()));
+        let checked = check_point(lat, lon).and_then(|_| match event {
+            SimEvent::TripCompleted(e) => check_trip(
+                e.trip_duration_s,
+                e.distance_m,
+                self.config.max_trip_speed_mps,
+            ),
+            _ => Ok(()),
+        });
+        if let Err(r) = checked {
+            ReplayStats::bump(&mut self.stats.rejected, (TOPICS[index], r.reason()));
         }
         let t = event.event_time();
         self.stats.first_event_ms.get_or_insert(t);
@@ -440,6 +455,7 @@ impl<R: BufRead> Replay<R> {
             pickup: row.pickup,
             dropoff: row.dropoff,
             distance_m: row.trip_distance_mi * METRES_PER_MILE,
+            duration_s: row.trip_time_s as f64,
             times: [p, a, a, s, e],
             next: 0,
         };
@@ -585,6 +601,7 @@ fn trip_event(trip: &TripEvents, kind: usize, event_time: i64, product: Product)
             dropoff_lat: trip.dropoff.lat,
             dropoff_lon: trip.dropoff.lon,
             distance_m: Some(trip.distance_m),
+            trip_duration_s: Some(trip.duration_s),
             event_time,
         }),
     }

@@ -357,6 +357,67 @@ fn rows_out_of_drop_off_order_are_late_but_their_trips_are_produced() {
 
 /// The real sample, when present: whole-file counts against what SOURCE.md documents.
 #[test]
+fn completed_trips_carry_the_meter_and_are_counted_as_the_trip_router_will_judge_them() {
+    let row = |pickup: &str, time_s: i64, miles: f64, lon: f64| {
+        format!(
+            "AA,BB,2013-01-01 00:10:00,{pickup},{time_s},{miles},{lon},40.75,-73.95,40.77,CSH,0,0,0,0,0,0\n"
+        )
+    };
+    let text = [
+        row("2013-01-01 00:20:00", 600, 2.0, -73.98), // clean: 5.4 m/s
+        row("2013-01-01 00:21:00", 0, 1.0, -73.98),   // zero meter time: bad_duration
+        row("2013-01-01 00:22:00", 60, 3.0, -73.98),  // 4828 m in 60 s: implausible_speed
+        row("2013-01-01 00:23:00", 0, 1.0, 0.0), // routable (longitude 0), no time: bad_duration
+        row("2013-01-01 00:24:00", 10, 5.0, -200.0), // bad pickup first
+    ]
+    .concat();
+    let (events, stats) = run(&text, ReplayConfig::default(), 4096);
+    let completed: Vec<(Option<f64>, Option<f64>)> = events
+        .iter()
+        .filter_map(|e| match e {
+            SimEvent::TripCompleted(c) => Some((c.trip_duration_s, c.distance_m)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(completed.len(), 5);
+    assert_eq!(completed[0], (Some(600.0), Some(2.0 * 1_609.344)));
+    assert_eq!(completed[1].0, Some(0.0));
+    let by_reason: BTreeMap<(&str, &str), u64> = stats.rejected.iter().copied().collect();
+    let longitude = "longitude_out_of_range";
+    let mut want = BTreeMap::from([
+        (("trip.completed", "bad_duration"), 2),
+        (("trip.completed", "implausible_speed"), 1),
+    ]);
+    for topic in [
+        "trip.requested",
+        "trip.accepted",
+        "trip.driver_arrived",
+        "trip.started",
+        "trip.completed",
+    ] {
+        want.insert((topic, longitude), 1);
+    }
+    let trips_only: BTreeMap<(&str, &str), u64> = by_reason
+        .into_iter()
+        .filter(|((topic, _), _)| *topic != "location.update")
+        .collect();
+    assert_eq!(trips_only, want);
+
+    // The limit is the trip-router's, as configured.
+    let lenient = ReplayConfig {
+        max_trip_speed_mps: 100.0,
+        ..ReplayConfig::default()
+    };
+    let (_, stats) = run(&text, lenient, 4096);
+    assert!(
+        !stats
+            .rejected
+            .iter()
+            .any(|((_, reason), _)| *reason == "implausible_speed")
+    );
+}
+
+#[test]
 fn the_nyc_sample_converts_with_its_documented_dirt() {
     let Some(path) =
         surgeflow_testkit::data_file("nyc-taxi-2013/sorted_data.csv", "NYC taxi sample")
@@ -408,12 +469,28 @@ fn the_nyc_sample_converts_with_its_documented_dirt() {
             "trip.completed",
         ] {
             let n = stats
-                .unroutable
+                .rejected
                 .iter()
                 .find(|(k, _)| *k == (topic, reason))
                 .map_or(0, |(_, n)| *n);
             assert_eq!(n, bad_pickups(reason), "{topic} {reason}");
         }
     }
+    // A completed trip with a routable pickup and a meter time of 0 is bad_duration: 33 of
+    // the 66 zero-second trips (the other 33 start at (0, 0)). No meter speed exceeds 70 m/s.
+    let completed: BTreeMap<&str, u64> = stats
+        .rejected
+        .iter()
+        .filter(|((topic, _), _)| *topic == "trip.completed")
+        .map(|((_, reason), n)| (*reason, *n))
+        .collect();
+    assert_eq!(
+        completed,
+        BTreeMap::from([
+            ("bad_duration", 33),
+            ("latitude_out_of_range", 1),
+            ("null_island", 153),
+        ])
+    );
     eprintln!("{stats:#?}");
 }

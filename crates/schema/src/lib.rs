@@ -238,8 +238,12 @@ pub struct TripCompleted {
     pub driver_id: String,
     pub dropoff_lat: f64,
     pub dropoff_lon: f64,
+    /// Distance driven with the rider, metres.
     #[serde(default)]
     pub distance_m: Option<f64>,
+    /// Time from pickup (`trip.started`) to drop-off as measured by the meter, seconds.
+    #[serde(default)]
+    pub trip_duration_s: Option<f64>,
     pub event_time: i64,
 }
 

@@ -229,6 +229,7 @@ fn every_type_mirrors_its_schema_and_round_trips() {
                 dropoff_lat: 3.0,
                 dropoff_lon: 4.0,
                 distance_m: Some(1234.5),
+                trip_duration_s: Some(321.0),
                 event_time: 5,
             };
             check(&v)
@@ -410,6 +411,41 @@ mod evolution {
         let reader = GenericDatumReader::builder(&v3).build().unwrap();
         let decoded: LocationUpdate = reader.read_deser(&mut bytes.as_slice()).unwrap();
         assert_eq!(decoded, location_update());
+    }
+
+    #[test]
+    fn trip_completed_gained_its_duration_backward_transitively() {
+        // The version before `trip_duration_s`.
+        let v1 = with_fields(TripCompleted::SCHEMA_TEXT, |f| {
+            f.retain(|field| field["name"] != "trip_duration_s")
+        });
+        assert!(backward_transitive(&[&v1], TripCompleted::schema()));
+        // Records of producers still on it decode into today's type without a duration.
+        let old = TripCompleted {
+            trip_id: "t".into(),
+            rider_id: "r".into(),
+            product: Product::Economy,
+            pickup_lat: 1.0,
+            pickup_lon: 2.0,
+            driver_id: "d".into(),
+            dropoff_lat: 3.0,
+            dropoff_lon: 4.0,
+            distance_m: Some(1234.5),
+            trip_duration_s: None,
+            event_time: 5,
+        };
+        let mut record = apache_avro::to_value(old.clone()).unwrap();
+        if let apache_avro::types::Value::Record(fields) = &mut record {
+            fields.retain(|(name, _)| name != "trip_duration_s");
+        }
+        let bytes = GenericDatumWriter::builder(&v1)
+            .build()
+            .unwrap()
+            .write_value_to_vec(record)
+            .unwrap();
+        let reader = GenericDatumReader::builder(&v1).build().unwrap();
+        let decoded: TripCompleted = reader.read_deser(&mut bytes.as_slice()).unwrap();
+        assert_eq!(decoded, old);
     }
 
     #[test]

@@ -79,6 +79,11 @@ impl Leg {
         }
     }
 
+    /// When the driver set off.
+    pub(crate) fn start_ms(&self) -> i64 {
+        self.start_ms
+    }
+
     /// When the driver reaches the destination.
     pub(crate) fn end_ms(&self) -> i64 {
         self.end_ms

@@ -408,7 +408,8 @@ impl Simulation {
         emit(
             &mut self.stats,
             out,
-            SimEvent::TripCompleted(trip.completed(&driver.id, at)),
+            // The leg to the dropoff began at the boarding (`board`).
+            SimEvent::TripCompleted(trip.completed(&driver.id, driver.leg.start_ms(), at)),
         );
         // The leg ends at the dropoff: the next ping sends the driver cruising again.
         driver.state = DriverState::Idle;

@@ -128,8 +128,9 @@ impl Trip {
         }
     }
 
-    /// The driver drove the straight line from pickup to dropoff, so that is the distance.
-    pub(crate) fn completed(&self, driver_id: &str, at: i64) -> TripCompleted {
+    /// The driver drove the straight line from pickup to dropoff, so that is the distance;
+    /// the duration runs from the boarding (`started_at`, the `trip.started` time) to `at`.
+    pub(crate) fn completed(&self, driver_id: &str, started_at: i64, at: i64) -> TripCompleted {
         TripCompleted {
             trip_id: self.id.clone(),
             rider_id: self.rider_id.clone(),
@@ -140,6 +141,7 @@ impl Trip {
             dropoff_lat: self.dropoff_lat,
             dropoff_lon: self.dropoff_lon,
             distance_m: Some(self.pickup.distance(self.dropoff)),
+            trip_duration_s: Some((at - started_at) as f64 / 1000.0),
             event_time: at,
         }
     }

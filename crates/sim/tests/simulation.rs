@@ -206,6 +206,8 @@ struct OpenTrip {
     driver: Option<String>,
     rider: String,
     pickup: (f64, f64),
+    /// Event time of `trip.started`.
+    started_at: Option<i64>,
 }
 
 /// Replays a 30-minute run and checks every lifecycle invariant in stream order, then the counts.
@@ -246,6 +248,7 @@ fn trips_follow_their_lifecycle_and_statuses_match_it() {
                     driver: None,
                     rider: r.rider_id.clone(),
                     pickup: (r.pickup_lat, r.pickup_lon),
+                    started_at: None,
                 };
                 assert!(
                     open.insert(trip_id, trip).is_none(),
@@ -291,6 +294,7 @@ fn trips_follow_their_lifecycle_and_statuses_match_it() {
                     (Stage::Arrived, Some(&*s.driver_id))
                 );
                 trip.stage = Stage::Started;
+                trip.started_at = Some(s.event_time);
             }
             SimEvent::TripCompleted(c) => {
                 let trip = open.remove(&trip_id).expect("completed before requested");
@@ -307,6 +311,16 @@ fn trips_follow_their_lifecycle_and_statuses_match_it() {
                         .is_some_and(|d| (d - straight).abs() < 0.01 * d),
                     "{c:?}"
                 );
+                // The duration is the ride's, from the boarding; and the trip-router's
+                // plausibility rule (a positive duration, at most 70 m/s) holds.
+                let started = trip.started_at.expect("completed trips started");
+                assert_eq!(
+                    c.trip_duration_s,
+                    Some((c.event_time - started) as f64 / 1000.0),
+                    "{c:?}"
+                );
+                let (d, t) = (c.distance_m.unwrap(), c.trip_duration_s.unwrap());
+                assert!(t > 0.0 && d / t <= 70.0, "{c:?}");
                 busy.remove(&c.driver_id);
                 closed.insert(trip_id, ());
             }

@@ -38,6 +38,9 @@ pub struct TripRouterParams {
     /// Events older than this (by event time) are rejected, milliseconds; 0 turns the check
     /// off (replays of historical data). Default 3600000.
     pub max_age_ms: u64,
+    /// A `trip.completed` whose distance over duration is above this is rejected
+    /// (`implausible_speed`), metres per second. Default 70.0 (about 250 km/h).
+    pub max_trip_speed_mps: f64,
 }
 
 impl Default for TripRouterParams {
@@ -45,6 +48,7 @@ impl Default for TripRouterParams {
         Self {
             max_future_ms: 30_000,
             max_age_ms: 3_600_000,
+            max_trip_speed_mps: 70.0,
         }
     }
 }

@@ -7,7 +7,7 @@ use std::path::Path;
 use crate::connection::{KafkaConnection, RegistryConnection, SecurityProtocol};
 use crate::error::TopologyError;
 use crate::operator::OperatorCommon;
-use crate::params::{LocationRouterParams, MatcherParams, SurgePricerParams};
+use crate::params::{LocationRouterParams, MatcherParams, SurgePricerParams, TripRouterParams};
 use crate::topic::{PayloadFormat, TopicSpec};
 use crate::{GeoSettings, Topology};
 
@@ -329,6 +329,9 @@ fn operators(p: &mut Problems, topology: &Topology) {
     if let Some(spec) = &ops.location_router {
         location_router(p, &params_base(crate::LOCATION_ROUTER), &spec.params);
     }
+    if let Some(spec) = &ops.trip_router {
+        trip_router(p, &params_base(crate::TRIP_ROUTER), &spec.params);
+    }
     if let Some(spec) = &ops.surge_pricer {
         surge_pricer(p, &params_base(crate::SURGE_PRICER), &spec.params);
     }
@@ -446,6 +449,14 @@ fn operator_common(p: &mut Problems, topology: &Topology, op: &OperatorCommon<'_
 /// `max_age_ms` may be 0, which turns the age check off (replays of historical data).
 fn location_router(p: &mut Problems, base: &str, params: &LocationRouterParams) {
     p.positive(format!("{base}.max_accuracy_m"), params.max_accuracy_m);
+}
+
+/// `max_age_ms` may be 0, as for `location-router`.
+fn trip_router(p: &mut Problems, base: &str, params: &TripRouterParams) {
+    p.positive(
+        format!("{base}.max_trip_speed_mps"),
+        params.max_trip_speed_mps,
+    );
 }
 
 fn surge_pricer(p: &mut Problems, base: &str, params: &SurgePricerParams) {

@@ -890,3 +890,28 @@ fn override_creates_optional_settings() {
         "unknown field `capp`",
     );
 }
+
+#[test]
+fn trip_speed_limit_must_be_positive() {
+    for bad in ["0", "-70"] {
+        let errors = match load_real(&[(
+            "SURGEFLOW__OPERATORS__TRIP_ROUTER__PARAMS__MAX_TRIP_SPEED_MPS",
+            bad,
+        )]) {
+            Ok(_) => panic!("max_trip_speed_mps {bad} accepted"),
+            Err(errors) => errors,
+        };
+        assert_error(
+            &errors,
+            "operators.trip-router.params.max_trip_speed_mps",
+            "must be a finite number greater than 0",
+        );
+    }
+    let topology = load_real(&[(
+        "SURGEFLOW__OPERATORS__TRIP_ROUTER__PARAMS__MAX_TRIP_SPEED_MPS",
+        "45.5",
+    )])
+    .unwrap_or_else(|e| panic!("{e}"));
+    let router = topology.operators.trip_router.as_ref().unwrap();
+    assert_eq!(router.params.max_trip_speed_mps, 45.5);
+}

@@ -5,9 +5,15 @@
 //! its own schema, checks the pickup coordinate and the event time, and writes one `GeoTrip`
 //! (the shared envelope plus the event kind) keyed by the pickup's region to `geo.trip`, plus a
 //! copy flagged `halo` for each neighbouring region within the halo distance, so demand near a
-//! border is seen by the neighbour's smoothing. Bad records go to the DLQ with the reason.
+//! border is seen by the neighbour's smoothing. A `trip.completed` that carries its duration
+//! is also checked for a duration greater than 0 (`bad_duration`) and a plausible average
+//! speed, distance / duration at most `max_trip_speed_mps` (`implausible_speed`); the pickup
+//! is checked first, so each rejected event has exactly one reason: coordinate, then
+//! duration, then speed, then event time. Bad records go to the DLQ with the reason.
 
-use surgeflow_domain::routing::{Geometry, Rejection, TimeLimits, check_point, check_time};
+use surgeflow_domain::routing::{
+    Geometry, Rejection, TimeLimits, check_point, check_time, check_trip,
+};
 use surgeflow_kafka::Registry;
 use surgeflow_runtime::{Context, Operator, OperatorFactory, Record, RecordError, TypedOutput};
 use surgeflow_schema::{
@@ -47,17 +53,26 @@ struct Envelope {
     pickup_lon: f64,
     driver_id: Option<String>,
     proposal_id: Option<String>,
+    /// `trip.completed` only: the trip's duration (seconds) and distance (metres), when sent.
+    duration_s: Option<f64>,
+    distance_m: Option<f64>,
     event_time: i64,
 }
 
 /// Builds an [`Envelope`] from a decoded event bound to `$e`, with expressions (in terms of
-/// `$e`) for the two fields not every event has.
+/// `$e`) for the fields not every event has (duration and distance: `trip.completed` only).
 macro_rules! envelope {
-    ($e:ident = $decoded:expr; driver: $driver:expr; proposal: $proposal:expr) => {{
+    ($e:ident = $decoded:expr; driver: $driver:expr; proposal: $proposal:expr) => {
+        envelope!($e = $decoded; driver: $driver; proposal: $proposal; duration: None; distance: None)
+    };
+    ($e:ident = $decoded:expr; driver: $driver:expr; proposal: $proposal:expr;
+        duration: $duration:expr; distance: $distance:expr) => {{
         let $e = $decoded;
         Envelope {
             driver_id: $driver,
             proposal_id: $proposal,
+            duration_s: $duration,
+            distance_m: $distance,
             trip_id: $e.trip_id,
             rider_id: $e.rider_id,
             product: $e.product,
@@ -72,6 +87,7 @@ macro_rules! envelope {
 pub struct TripRouter {
     geometry: Geometry,
     time: TimeLimits,
+    max_trip_speed_mps: f64,
     output: TypedOutput<GeoTrip>,
 }
 
@@ -98,7 +114,8 @@ impl TripRouter {
             TripEventKind::Started => envelope!(e = ctx.decode::<TripStarted>(payload)?;
                 driver: Some(e.driver_id.clone()); proposal: None),
             TripEventKind::Completed => envelope!(e = ctx.decode::<TripCompleted>(payload)?;
-                driver: Some(e.driver_id.clone()); proposal: None),
+                driver: Some(e.driver_id.clone()); proposal: None;
+                duration: e.trip_duration_s; distance: e.distance_m),
         })
     }
 
@@ -110,6 +127,7 @@ impl TripRouter {
     ) -> Result<(), RecordError> {
         let reject = |r: Rejection| RecordError::invalid(r.reason(), r);
         let point = check_point(event.pickup_lat, event.pickup_lon).map_err(reject)?;
+        check_trip(event.duration_s, event.distance_m, self.max_trip_speed_mps).map_err(reject)?;
         check_time(event.event_time, ctx.now_ms, self.time).map_err(reject)?;
         let route = self
             .geometry
@@ -174,6 +192,7 @@ impl OperatorFactory for TripRouter {
                 max_future_ms: spec.params.max_future_ms as i64,
                 max_age_ms: spec.params.max_age_ms as i64,
             },
+            max_trip_speed_mps: spec.params.max_trip_speed_mps,
             output: TypedOutput::register(&spec.outputs, output, registry).await?,
         })
     }

@@ -1,12 +1,14 @@
 //! The trip-router binary against the real broker and registry: the events of all seven
 //! `trip.*` topics arrive on `geo.trip` with their kind, keyed by the pickup's region (plus
-//! halo copies); a pickup at (0, 0) goes to the DLQ.
+//! halo copies); a pickup at (0, 0), a completed trip of zero duration and one faster than
+//! `max_trip_speed_mps` go to the DLQ, each with its reason.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use rdkafka::message::{Headers, Message};
 use surgeflow_domain::routing::{Geometry, check_point};
-use surgeflow_schema::{GeoTrip, TripEventKind, TripRequested};
+use surgeflow_schema::{GeoTrip, Product, TripCompleted, TripEventKind, TripRequested};
 use surgeflow_sim::{CityConfig, SimEvent, Simulation};
 use surgeflow_testkit::{OperatorProcess, TestTopology, produce, read_committed, read_raw};
 
@@ -91,7 +93,7 @@ async fn routes_every_trip_topic_by_pickup_region() {
     let bad = TripRequested {
         trip_id: "trip-null-island".into(),
         rider_id: "r".into(),
-        product: surgeflow_schema::Product::Economy,
+        product: Product::Economy,
         pickup_lat: 0.0,
         pickup_lon: 0.0,
         dropoff_lat: None,
@@ -99,6 +101,29 @@ async fn routes_every_trip_topic_by_pickup_region() {
         event_time: now_ms(),
     };
     produce(&t.topic("trip.requested"), &[(bad.trip_id.clone(), bad)]).await;
+    // A routable pickup, but no time taken, or 10 km in 100 s (100 m/s).
+    let completed = |trip_id: &str, duration_s: f64, distance_m: f64| TripCompleted {
+        trip_id: trip_id.into(),
+        rider_id: "r".into(),
+        product: Product::Economy,
+        pickup_lat: 40.75,
+        pickup_lon: -73.98,
+        driver_id: "d".into(),
+        dropoff_lat: 40.77,
+        dropoff_lon: -73.95,
+        distance_m: Some(distance_m),
+        trip_duration_s: Some(duration_s),
+        event_time: now_ms(),
+    };
+    let bad_trips = [
+        completed("trip-zero-duration", 0.0, 3_000.0),
+        completed("trip-too-fast", 100.0, 10_000.0),
+    ];
+    produce(
+        &t.topic("trip.completed"),
+        &bad_trips.map(|e| (e.trip_id.clone(), e)),
+    )
+    .await;
 
     let geo = &t.topology.geo;
     let geometry = Geometry {
@@ -140,6 +165,28 @@ async fn routes_every_trip_topic_by_pickup_region() {
             .or_default() += 1;
     }
     assert_eq!(tally, want);
-    let dead = read_raw(&t.topic("dlq.trip"), 1, Duration::from_secs(30));
-    assert_eq!(dead.len(), 1);
+    let dead = read_raw(&t.topic("dlq.trip"), 3, Duration::from_secs(30));
+    let mut reasons: Vec<(String, String)> = dead
+        .iter()
+        .map(|m| {
+            let key = String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned();
+            let reason = m
+                .headers()
+                .and_then(|h| h.iter().find(|h| h.key == "surgeflow.error.reason"))
+                .and_then(|h| h.value)
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+                .unwrap_or_default();
+            (key, reason)
+        })
+        .collect();
+    reasons.sort();
+    assert_eq!(
+        reasons,
+        [
+            ("trip-null-island", "null_island"),
+            ("trip-too-fast", "implausible_speed"),
+            ("trip-zero-duration", "bad_duration"),
+        ]
+        .map(|(k, r)| (k.to_string(), r.to_string()))
+    );
 }
