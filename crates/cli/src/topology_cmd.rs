@@ -44,7 +44,8 @@ pub fn run(command: TopologyCommand, path: &Path) -> Outcome {
     }
 }
 
-async fn read_plan(
+/// The changes that would make the cluster match `topology`, with the clients that read it.
+pub(crate) async fn read_plan(
     topology: &Topology,
 ) -> Result<
     (

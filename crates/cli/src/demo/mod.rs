@@ -30,8 +30,8 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use surgeflow_devstack::{DevStack, StackPaths};
-use surgeflow_kafka::admin::{self, ClusterState};
-use surgeflow_kafka::{ClientFactory, Registry};
+use surgeflow_kafka::ClientFactory;
+use surgeflow_kafka::admin;
 use surgeflow_topology::Topology;
 
 use crate::{Failure, Outcome, load_topology, runtime};
@@ -477,15 +477,7 @@ impl Demo {
         self.phase("applying the topology");
         let topology = &self.topology;
         let applied = self.rt.block_on(async {
-            let admin = ClientFactory::from_topology(&topology.connection.kafka)
-                .admin()
-                .map_err(|e| Failure::usage(format!("kafka client settings: {e}")))?;
-            let registry =
-                Registry::from_topology(&topology.connection.registry).map_err(Failure::usage)?;
-            let state = ClusterState::read(topology, &admin, &registry)
-                .await
-                .map_err(|e| Failure::runtime(format!("reading the cluster: {e}")))?;
-            let changes = admin::plan(topology, &state).map_err(Failure::usage)?;
+            let (changes, admin, registry) = crate::topology_cmd::read_plan(topology).await?;
             if !changes.is_empty() {
                 admin::apply(topology, &changes, &admin, &registry)
                     .await
