@@ -7,7 +7,11 @@
 //! beyond any allowed lateness. Like Kafka Streams' tasks, the runtime therefore buffers the
 //! fetched records per partition and, within each group of co-partitions, always processes the
 //! head with the smallest timestamp. When one partition of a group has nothing buffered, the
-//! others wait for it up to an idle limit, then go on (an input can be legitimately quiet).
+//! others wait for it up to an idle limit, then go on (an input can be legitimately quiet). A
+//! partition that has not delivered a single record since it was assigned (or rewound) gets a
+//! longer limit: its first fetch may simply be late (a loaded machine, a broker busy with a
+//! rebalance), and passing it for idle then would order the first records of a restart
+//! differently from the run it replaces.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
@@ -23,13 +27,17 @@ pub struct Aligner {
     /// When an assigned partition's buffer was last seen empty (absent while non-empty).
     empty_since: BTreeMap<TopicPartition, Instant>,
     idle: Duration,
+    /// The limit for a partition with no record since its assignment (no entry in `buffers`).
+    first_idle: Duration,
 }
 
 impl Aligner {
-    /// An aligner whose groups wait at most `idle` for an empty partition.
-    pub fn new(idle: Duration) -> Self {
+    /// An aligner whose groups wait at most `idle` for an empty partition, and `first_idle`
+    /// for one that has not delivered any record since it was assigned.
+    pub fn new(idle: Duration, first_idle: Duration) -> Self {
         Aligner {
             idle,
+            first_idle,
             ..Aligner::default()
         }
     }
@@ -98,11 +106,15 @@ impl Aligner {
         for members in groups.values() {
             while out.len() < max {
                 let blocked = members.iter().any(|tp| {
-                    self.buffers.get(*tp).is_none_or(VecDeque::is_empty)
+                    let (empty, limit) = match self.buffers.get(*tp) {
+                        Some(buffer) => (buffer.is_empty(), self.idle),
+                        None => (true, self.first_idle),
+                    };
+                    empty
                         && self
                             .empty_since
                             .get(*tp)
-                            .is_none_or(|since| now.duration_since(*since) < self.idle)
+                            .is_none_or(|since| now.duration_since(*since) < limit)
                 });
                 if blocked {
                     break;
@@ -164,7 +176,7 @@ mod tests {
     #[test]
     fn merges_co_partitions_by_timestamp_and_waits_for_an_empty_one() {
         let assigned = BTreeSet::from([tp("a", 0), tp("b", 0)]);
-        let mut al = Aligner::new(Duration::from_secs(1));
+        let mut al = Aligner::new(Duration::from_secs(1), Duration::from_secs(1));
         let t0 = Instant::now();
         for (i, ts) in [10, 20, 30, 40].into_iter().enumerate() {
             al.push(tp("a", 0), msg("a", 0, i as i64, ts));
@@ -202,7 +214,7 @@ mod tests {
     #[test]
     fn groups_are_independent_and_batches_bounded() {
         let assigned = BTreeSet::from([tp("a", 0), tp("a", 1)]);
-        let mut al = Aligner::new(Duration::ZERO);
+        let mut al = Aligner::new(Duration::ZERO, Duration::ZERO);
         for i in 0..5 {
             al.push(tp("a", 0), msg("a", 0, i, i));
             al.push(tp("a", 1), msg("a", 1, i, i));
@@ -212,5 +224,46 @@ mod tests {
         assert_eq!(al.len(), 7);
         al.drop_partitions([&tp("a", 1)]);
         assert_eq!(al.len(), 2);
+    }
+
+    #[test]
+    fn a_partition_without_any_record_yet_gets_the_longer_limit() {
+        let assigned = BTreeSet::from([tp("a", 0), tp("b", 0)]);
+        let mut al = Aligner::new(Duration::from_millis(500), Duration::from_secs(5));
+        let t0 = Instant::now();
+        al.push(tp("a", 0), msg("a", 0, 0, 10));
+        assert!(al.take(&assigned, 100, t0).is_empty());
+        // b has delivered nothing since its assignment: past the idle limit, a still waits...
+        assert!(
+            al.take(&assigned, 100, t0 + Duration::from_secs(2))
+                .is_empty()
+        );
+        // ...until the longer limit.
+        assert_eq!(
+            al.take(&assigned, 100, t0 + Duration::from_secs(5)).len(),
+            1
+        );
+        // Once b has delivered (and drained), the short idle limit applies to it.
+        al.push(tp("b", 0), msg("b", 0, 0, 20));
+        al.push(tp("a", 0), msg("a", 0, 1, 30));
+        let t1 = t0 + Duration::from_secs(6);
+        assert_eq!(order(&al.take(&assigned, 100, t1)), [("b".into(), 20)]);
+        let short = t1 + Duration::from_millis(499);
+        assert!(al.take(&assigned, 100, short).is_empty());
+        let t1 = t1 + Duration::from_millis(500);
+        assert_eq!(order(&al.take(&assigned, 100, t1)), [("a".into(), 30)]);
+        // A rewind forgets what b delivered: the longer limit applies again.
+        al.drop_partitions([&tp("b", 0)]);
+        al.push(tp("a", 0), msg("a", 0, 3, 50));
+        let t2 = t1 + Duration::from_secs(1);
+        assert!(al.take(&assigned, 100, t2).is_empty());
+        assert!(
+            al.take(&assigned, 100, t2 + Duration::from_secs(1))
+                .is_empty()
+        );
+        assert_eq!(
+            al.take(&assigned, 100, t2 + Duration::from_secs(5)).len(),
+            1
+        );
     }
 }

@@ -49,6 +49,11 @@ const EARLY_CLOSE_POLL: Duration = Duration::from_millis(1);
 /// How long a stateful operator's co-partitions wait for an empty sibling before going on.
 const ALIGN_IDLE: Duration = Duration::from_millis(500);
 
+/// The same for a sibling that has not delivered a record since it was assigned: its first
+/// fetch may be late, and a restart must order its first records as the lost run did. A
+/// partition that is really empty holds its group this long once per assignment.
+const ALIGN_FIRST_IDLE: Duration = Duration::from_secs(5);
+
 /// Offset-commit metadata prefix carrying the partition's latest record time.
 const PARTITION_TIME_KEY: &str = "surgeflow.time=";
 
@@ -247,7 +252,7 @@ impl<O: Operator> Worker<O> {
         let settings_retry = settings.registry_retry;
         let aligner = operator
             .restore_horizon_ms()
-            .map(|_| Aligner::new(ALIGN_IDLE));
+            .map(|_| Aligner::new(ALIGN_IDLE, ALIGN_FIRST_IDLE));
         // Series that exist from the start, so dashboards and alerts see 0 rather than nothing.
         metrics::gauge!("surgeflow_assigned_partitions", "operator" => settings.operator).set(0.0);
         for reason in ["abortable", "fatal"] {
@@ -431,7 +436,14 @@ impl<O: Operator> Worker<O> {
             }
         }
         Ok(match &mut self.aligner {
-            Some(aligner) => Batch::Aligned(aligner.take(&self.assigned, max, Instant::now())),
+            Some(aligner) => {
+                let taken = aligner.take(&self.assigned, max, Instant::now());
+                // Records held back for a sibling are input not yet processed: an operator
+                // must not take the time spent waiting for quiet (its idle clocks would pass
+                // them by).
+                self.env.caught_up &= aligner.is_empty();
+                Batch::Aligned(taken)
+            }
             None => Batch::Borrowed(batch),
         })
     }
