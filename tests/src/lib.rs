@@ -557,3 +557,5 @@ pub fn data_file(relative: &str, what: &str) -> Option<PathBuf> {
         None
     }
 }
+
+pub mod bench;
