@@ -127,7 +127,7 @@ impl Config {
             s2_drivers: env_or("E2E_S2_DRIVERS", 10_000),
             s2_radius_m: env_or("E2E_S2_RADIUS_M", 25_000.0),
             s2_requests_per_s: env_or("E2E_S2_REQUESTS_PER_S", 20.0),
-            s2_live_seconds: env_or("E2E_S2_LIVE_SECONDS", 20),
+            s2_live_seconds: env_or("E2E_S2_LIVE_SECONDS", 45),
             s2_live_requests_per_s: env_or("E2E_S2_LIVE_REQUESTS_PER_S", 200.0),
             s3_drivers: env_or("E2E_S3_DRIVERS", 100_000),
             s3_rate: env_or("E2E_S3_RATE", 1_000.0),
@@ -393,6 +393,16 @@ fn records_out(page: &str, topic: &str) -> f64 {
     .unwrap_or(0.0)
 }
 
+/// The local broker's process (`surgeflow dev up`), when the benchmark uses it: its CPU is
+/// reported per scenario, since it shares the cores with the operators.
+fn broker_pid() -> Option<u32> {
+    if std::env::var_os("SURGEFLOW_TEST_BOOTSTRAP").is_some() {
+        return None;
+    }
+    let path = surgeflow_testkit::project_root().join(".surgeflow/dev/kafka/kafka.pid");
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
 /// The processor's model name, from `/proc/cpuinfo`.
 fn cpu_model() -> String {
     std::fs::read_to_string("/proc/cpuinfo")
@@ -445,6 +455,8 @@ async fn main() {
                 "loadavg_start": loadavg(),
             },
             "started_unix_ms": now_ms(),
+            "broker_cpu_seconds": {},
+            "scenario_seconds": {},
         }),
         path: config.json.clone(),
     };
@@ -467,6 +479,7 @@ async fn main() {
         }
         println!("\n{id} {title}: load average {}", loadavg());
         let begun = Instant::now();
+        let broker_before = broker_pid().map(ProcessUsage::of);
         match id {
             "S0" => s0(&config, &pings, &mut report).await,
             "S1" => s1(&config, &pings, &mut report).await,
@@ -476,9 +489,16 @@ async fn main() {
             "S5" => s5(&config, &mut report).await,
             _ => s6(&config, &mut report).await,
         }
+        let broker_cpu = broker_pid()
+            .map(ProcessUsage::of)
+            .zip(broker_before)
+            .map(|(after, before)| after.cpu_seconds - before.cpu_seconds);
+        report.header["broker_cpu_seconds"][id] = json!(broker_cpu.map(|c| round(c, 2)));
+        report.header["scenario_seconds"][id] = json!(round(begun.elapsed().as_secs_f64(), 1));
         println!(
-            "{id} took {:.0} s; load average {}",
+            "{id} took {:.0} s; broker CPU {}; load average {}",
             begun.elapsed().as_secs_f64(),
+            broker_cpu.map_or("unknown".to_string(), |c| format!("{c:.1} s")),
             loadavg()
         );
     }
@@ -499,8 +519,12 @@ async fn main() {
 // S0: the pass-through.
 
 /// The pass-through loop (the child process of S0): `<topology> <input> <output> <group>
-/// <transactional id> <delivery> <max batch> <commit interval ms>`. It gathers and commits
-/// as the operator runtime does, but copies key, payload and timestamp without decoding.
+/// <transactional id> <delivery> <max batch> <commit interval ms> <flush>`. It gathers and
+/// commits as the operator runtime does, but copies key, payload and timestamp without
+/// decoding. `<flush>` is `library` (the producer's `flush` and `commit_transaction`, as the
+/// runtime calls them) or `polled`: first poll in 1 ms steps until nothing is in flight, so
+/// those calls find nothing left to wait for (rdkafka's `flush` polls in 100 ms slices and
+/// returns only at the end of one).
 fn passthrough(args: &[String]) {
     let [
         topology,
@@ -511,10 +535,12 @@ fn passthrough(args: &[String]) {
         delivery,
         max_batch,
         commit_ms,
+        flush,
     ] = args
     else {
-        panic!("{PASSTHROUGH} takes 8 arguments, got {args:?}");
+        panic!("{PASSTHROUGH} takes 9 arguments, got {args:?}");
     };
+    let polled = flush == "polled";
     let topology = Topology::load(Path::new(topology)).expect("topology");
     let factory = ClientFactory::from_topology(&topology.connection.kafka);
     let exactly_once = delivery == "exactly_once";
@@ -534,8 +560,13 @@ fn passthrough(args: &[String]) {
         factory.producer().expect("producer")
     };
     let timeout = Duration::from_secs(30);
+    // `E2E_S0_TRACE=1`: where each batch's time goes, every 10 batches on stderr.
+    let trace = std::env::var_os("E2E_S0_TRACE").is_some();
+    let mut phases = [Duration::ZERO; 4];
+    let mut batches = 0u32;
     loop {
-        let deadline = Instant::now() + commit_interval;
+        let began = Instant::now();
+        let deadline = began + commit_interval;
         let mut batch = Vec::with_capacity(max_batch);
         while batch.len() < max_batch {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -558,6 +589,7 @@ fn passthrough(args: &[String]) {
         if batch.is_empty() {
             continue;
         }
+        let gathered = Instant::now();
         if exactly_once {
             producer.begin_transaction().expect("begin");
         }
@@ -578,18 +610,52 @@ fn passthrough(args: &[String]) {
                     .expect("offset");
             }
         }
+        let count = batch.len();
         drop(batch);
+        if polled {
+            while producer.in_flight_count() > 0 {
+                producer.poll(Duration::from_millis(1));
+            }
+        }
+        let sent = Instant::now();
         if exactly_once {
             let metadata = consumer.group_metadata().expect("group metadata");
             producer
                 .send_offsets_to_transaction(&offsets, &metadata, timeout)
                 .expect("send offsets");
-            producer.commit_transaction(timeout).expect("commit");
         } else {
             producer.flush(timeout).expect("flush");
+        }
+        let flushed = Instant::now();
+        if exactly_once {
+            producer.commit_transaction(timeout).expect("commit");
+        } else {
             consumer
                 .commit(&offsets, CommitMode::Sync)
                 .expect("commit offsets");
+        }
+        if trace {
+            let at = [began, gathered, sent, flushed, Instant::now()];
+            for (i, p) in phases.iter_mut().enumerate() {
+                *p += at[i + 1] - at[i];
+            }
+            batches += 1;
+            if batches.is_multiple_of(10) {
+                let ms = phases.map(|p| format!("{:.1}", p.as_secs_f64() * 1e3 / 10.0));
+                eprintln!(
+                    "pass-through {delivery} {flush}: batch of {count}, mean ms: gather {}, enqueue and wait {}, {} {}, commit {}",
+                    ms[0],
+                    ms[1],
+                    if exactly_once {
+                        "send offsets"
+                    } else {
+                        "flush"
+                    },
+                    ms[2],
+                    ms[3]
+                );
+                phases = [Duration::ZERO; 4];
+            }
         }
     }
 }
@@ -606,16 +672,29 @@ fn router_settings(delivery: &str) -> Json {
 }
 
 async fn s0(config: &Config, pings: &[(String, LocationUpdate)], report: &mut Report) {
-    let t = TestTopology::new("bench-s0");
+    // Four 12-partition outputs, one per run (two topics declared with 6 get 12 here).
+    let t = TestTopology::with("bench-s0", |doc: &mut Value| {
+        if let Some(Value::Mapping(topics)) = doc.get_mut("topics") {
+            for (name, spec) in topics.iter_mut() {
+                let name = name.as_str().unwrap_or_default();
+                if name.ends_with(".match.proposal") || name.ends_with(".surge.multiplier.arroyo") {
+                    spec["partitions"] = Value::from(12);
+                }
+            }
+        }
+    });
     apply(&t).await;
     let input = t.topic("location.update");
     produce(&input, pings).await;
     let exe = std::env::current_exe().expect("this executable");
     // Same partitions as S1: 6 in, 12 out (a 12-partition output per mode).
-    for (mode, output) in [
-        ("exactly_once", "geo.driver"),
-        ("at_least_once", "geo.trip"),
-    ] {
+    let runs = [
+        ("exactly_once", "library", "geo.driver"),
+        ("at_least_once", "library", "geo.trip"),
+        ("exactly_once", "polled", "surge.multiplier.arroyo"),
+        ("at_least_once", "polled", "match.proposal"),
+    ];
+    for (mode, flush, output) in runs {
         if !config.deliveries.iter().any(|d| d == mode) {
             continue;
         }
@@ -632,6 +711,7 @@ async fn s0(config: &Config, pings: &[(String, LocationUpdate)], report: &mut Re
             mode.to_string(),
             router::MAX_BATCH.to_string(),
             "100".to_string(),
+            flush.to_string(),
         ];
         let child = Spawned(
             Command::new(&exe)
@@ -654,20 +734,28 @@ async fn s0(config: &Config, pings: &[(String, LocationUpdate)], report: &mut Re
         report.add(
             Row {
                 scenario: "S0",
-                config: format!("pass-through {mode}"),
+                config: if flush == "polled" {
+                    format!("pass-through {mode}, polled flush")
+                } else {
+                    format!("pass-through {mode}")
+                },
                 events: events as u64,
                 events_per_s: events as f64 / drained.busy_seconds,
                 cpu_per_million: per_million(drained.usage.cpu_seconds, events),
                 latency_ms: NO_LATENCY,
                 peak_rss: drained.usage.peak_rss,
                 note: format!(
-                    "raw copy 6 -> 12 partitions, batch {}, wall incl. start {:.1} s",
+                    "raw copy 6 -> {} partitions, batch {}, wall incl. start {:.1} s",
+                    t.topology
+                        .topic(&t.topic(output))
+                        .map_or(0, |spec| spec.partitions),
                     router::MAX_BATCH,
                     drained.wall_seconds
                 ),
             },
             json!({
                 "settings": router_settings(mode),
+                "flush": flush,
                 "run": drained_json(&drained),
                 "loadavg_before": load_before,
                 "loadavg_after": loadavg(),
