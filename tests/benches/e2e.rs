@@ -2,11 +2,13 @@
 //! with release builds of the operators, printing one table and writing
 //! `target/bench-e2e.json`.
 //!
-//! `cargo bench -p surgeflow-testkit --bench e2e` runs them all (about a quarter of an hour on
-//! a 2-core machine); `E2E_SCENARIOS=S0,S1` picks some. What each measures:
+//! `cargo bench -p surgeflow-testkit --bench e2e` runs them all (about ten minutes on a
+//! 2-core machine); `E2E_SCENARIOS=S0,S1` picks some. What each measures (the figures and
+//! their reading are in `docs/benchmarks.md`):
 //!
 //! - **S0** pass-through: a raw consume → produce loop (this executable, started again as a
-//!   child process), no decoding, transactional like the operators: the client ceiling.
+//!   child process), no decoding, transactional like the operators: the client ceiling; and
+//!   the same loop waiting for deliveries in 1 ms polls before the producer's `flush`.
 //! - **S1** `location-router` on pre-loaded pings (the shared S1 run), then a latency run at a
 //!   fixed offered rate.
 //! - **S2** `surge-pricer` on a simulated city routed by the real routers (`surgeflow
@@ -15,8 +17,9 @@
 //! - **S4** hot spot: 80 % of the pings and requests in 16 cells, then a 5× burst, through
 //!   `location-router` and `surge-pricer`: consumer lag, recovery, latency by phase.
 //! - **S5** restore: the matcher holding 100k drivers is killed (SIGKILL) and restarted.
-//! - **S6** real data: `surgeflow replay` of the NYC taxi sample at full speed through all four
-//!   operators (skipped when the data set is absent; see `SURGEFLOW_DATA_DIR`).
+//! - **S6** real data: `surgeflow replay` of the NYC taxi sample (its first 30 minutes by
+//!   default) at full speed through all four operators (skipped when the data set is absent;
+//!   see `SURGEFLOW_DATA_DIR`).
 //!
 //! Figures per scenario: CPU seconds of the operator process(es) per million events (user +
 //! system from `/proc`, librdkafka's threads included; the main figure), events/s, latency
