@@ -55,6 +55,9 @@ const ALIGN_IDLE: Duration = Duration::from_millis(500);
 const ALIGN_FIRST_IDLE: Duration = Duration::from_secs(5);
 
 /// Offset-commit metadata prefix carrying the partition's latest record time.
+/// The pause between checks for the batch's acknowledgements.
+const ACK_CHECK_EVERY: Duration = Duration::from_micros(250);
+
 const PARTITION_TIME_KEY: &str = "surgeflow.time=";
 
 /// Longest a state restore may take before the instance gives up (and is restarted).
@@ -209,6 +212,11 @@ pub struct Worker<O: Operator> {
     out_meters: Vec<OutputMeters>,
     /// Records per output topic in the batch being counted (kept for its allocation).
     out_counts: Vec<u64>,
+    /// When the batch being gathered closes at the latest: batches keep the commit interval
+    /// as a cadence, so the time spent processing and committing one batch counts towards
+    /// the next one's gathering rather than adding to the wait of every record that arrived
+    /// meanwhile.
+    batch_end: Instant,
 }
 
 /// The metrics of one output topic.
@@ -291,6 +299,7 @@ impl<O: Operator> Worker<O> {
             aligner,
             out_meters,
             out_counts: Vec::new(),
+            batch_end: Instant::now(),
         })
     }
 
@@ -372,7 +381,16 @@ impl<O: Operator> Worker<O> {
     ) -> Result<Batch<'c>, WorkerError> {
         let max = self.settings.max_batch;
         let mut batch: Vec<BorrowedMessage<'c>> = Vec::with_capacity(max.min(4096));
-        let deadline = Instant::now() + self.settings.commit_interval;
+        let now = Instant::now();
+        // On cadence, unless the last batch overran its successor's slot: then a full
+        // interval from now, so a backlog gets full batches instead of a burst of short ones.
+        let deadline = if self.batch_end > now {
+            self.batch_end
+        } else {
+            now + self.settings.commit_interval
+        };
+        // A batch that closes early (full, or dry at least once) leaves no slot behind.
+        self.batch_end = now;
         self.env.caught_up = false;
         loop {
             // Aligned: a full buffer only ends gathering once every partition has data, so a
@@ -382,7 +400,11 @@ impl<O: Operator> Worker<O> {
                 None => batch.len() >= max,
             };
             let left = deadline.saturating_duration_since(Instant::now());
-            if full || left.is_zero() {
+            if left.is_zero() {
+                self.batch_end = deadline + self.settings.commit_interval;
+                break;
+            }
+            if full {
                 break;
             }
             // At least once, a batch closes as soon as the consumer's queue runs dry: nothing
@@ -797,6 +819,8 @@ impl<O: Operator> Worker<O> {
                 self.producer
                     .send_offsets_to_transaction(&offsets, &metadata, CALL_TIMEOUT)?;
             }
+            // The records were on their way while the offsets went to the coordinator.
+            await_acks(&self.producer, CALL_TIMEOUT)?;
             commit_with_retries(&self.producer)
         })();
         match attempt {
@@ -833,14 +857,17 @@ impl<O: Operator> Worker<O> {
         let started = Instant::now();
         let before = self.producer.context().failed.load(Ordering::Relaxed);
         self.send_all()?;
-        self.producer.flush(CALL_TIMEOUT)?;
+        await_acks(&self.producer, CALL_TIMEOUT)?;
         if self.producer.context().failed.load(Ordering::Relaxed) != before {
             tracing::warn!("deliveries failed; rewinding to the committed offsets");
             return self.rewind(consumer);
         }
         let offsets = self.positions(consumer)?;
         if offsets.count() > 0 {
-            consumer.commit(&offsets, CommitMode::Sync)?;
+            // Not waited for: a commit lost to a crash or a rebalance means records processed
+            // again, which at least once allows, and waiting would add a round trip to every
+            // batch. librdkafka sends commits in order and finishes them before it closes.
+            consumer.commit(&offsets, CommitMode::Async)?;
         }
         self.remember_committed(&offsets);
         consumer.context().record_committed(&offsets);
@@ -923,6 +950,28 @@ fn advance_partition_time(
     }
 }
 
+/// Serves delivery reports until the broker has acknowledged every queued record.
+///
+/// This is `flush`, done so that it returns soon after the last acknowledgement. rdkafka's
+/// `flush`, which `commit_transaction` also calls first, polls in 100 ms slices that each run
+/// to their end, so every batch paid at least ~100 ms even when the broker acknowledged within
+/// a few. Nor does a short `poll` help: it rounds its remaining time down to whole
+/// milliseconds and so spins through its last one. Hence a non-blocking poll and a short
+/// sleep. With the queue empty, `commit_transaction`'s own flush returns at once.
+fn await_acks(producer: &Producer_, timeout: Duration) -> Result<(), KafkaError> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        producer.poll(Duration::ZERO);
+        if producer.in_flight_count() == 0 {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut));
+        }
+        std::thread::sleep(ACK_CHECK_EVERY);
+    }
+}
+
 fn commit_with_retries(producer: &Producer_) -> Result<(), KafkaError> {
     let mut attempts = 0;
     loop {
@@ -940,10 +989,13 @@ fn new_producer(
     factory: &ClientFactory,
     settings: &WorkerSettings,
 ) -> Result<Producer_, WorkerError> {
-    let config = match settings.delivery {
+    let mut config = match settings.delivery {
         Delivery::ExactlyOnce => factory.transactional_producer_config(&settings.transactional_id),
         Delivery::AtLeastOnce => factory.producer_config(),
     };
+    // Each batch's records are sent together and then waited for, so they are already
+    // batched: lingering would only delay the batch's end.
+    config.set("linger.ms", "0");
     let producer: Producer_ = config.create_with_context(DeliveryTracker::default())?;
     if settings.delivery == Delivery::ExactlyOnce {
         producer.init_transactions(CALL_TIMEOUT)?;

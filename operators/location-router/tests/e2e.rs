@@ -4,14 +4,15 @@
 //! anything for `read_committed` readers.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rdkafka::message::{Headers, Message};
 use surgeflow_domain::routing::{Geometry, check_point};
 use surgeflow_schema::{DriverStatus, GeoDriver, LocationUpdate, Product};
 use surgeflow_sim::{CityConfig, SimEvent, Simulation};
+use surgeflow_testkit::bench::{metric_sum, scrape};
 use surgeflow_testkit::{
-    OperatorProcess, TestTopology, produce, produce_raw, read_committed, read_raw,
+    OperatorProcess, TestTopology, free_port, produce, produce_raw, read_committed, read_raw,
 };
 
 const BINARY: &str = env!("CARGO_BIN_EXE_location-router");
@@ -196,17 +197,25 @@ async fn a_killed_router_neither_loses_nor_duplicates() {
     let total: usize = want.values().sum();
 
     // Kill -9 a few times while it works through the input, restarting with the same
-    // instance id (so the new producer fences the old one's open transaction).
-    // Each kill must land while the router is mid-stream, or the test proves nothing: count
-    // what was committed at each kill.
+    // instance id (so the new producer fences the old one's open transaction). A fixed delay
+    // cannot aim mid-stream at every speed, so each kill follows the first commit the router
+    // reports (the counter grows only once a transaction committed) and catches it working
+    // through the rest. Each kill must land mid-stream, or the test proves nothing: count what
+    // was committed at each kill.
     let output = t.topic("geo.driver");
     let mut mid_stream_kills = 0;
-    for after_ms in [1500u64, 1000, 1000] {
-        let router = OperatorProcess::start(BINARY, &t, "crash-0");
-        std::thread::sleep(Duration::from_millis(after_ms));
+    for _ in 0..3 {
+        let port = free_port();
+        let router = OperatorProcess::start_on(BINARY, &t, "crash-0", port);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while metric_sum(&scrape(port), "surgeflow_records_out_total", &[]).unwrap_or(0.0) == 0.0
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(5));
+        }
         router.signal(9);
         let committed = read_raw(&output, usize::MAX, Duration::from_millis(1500)).len();
-        eprintln!("killed after {after_ms} ms with {committed} of {total} records committed");
+        eprintln!("killed after a commit with {committed} of {total} records committed");
         if committed > 0 && committed < total {
             mid_stream_kills += 1;
         }
