@@ -7,8 +7,8 @@
 //! their reading are in `docs/benchmarks.md`):
 //!
 //! - **S0** pass-through: a raw consume → produce loop (this executable, started again as a
-//!   child process), no decoding, transactional like the operators: the client ceiling; and
-//!   the same loop waiting for deliveries in 1 ms polls before the producer's `flush`.
+//!   child process), no decoding, with the runtime's producer settings and commit sequence:
+//!   the client ceiling.
 //! - **S1** `location-router` on pre-loaded pings (the shared S1 run), then a latency run at a
 //!   fixed offered rate.
 //! - **S2** `surge-pricer` on a simulated city routed by the real routers (`surgeflow
@@ -42,6 +42,7 @@ use serde_yaml_ng::Value;
 use surgeflow_domain::geo::{Cell, Direction, LatLon};
 use surgeflow_domain::routing::check_point;
 use surgeflow_kafka::{ClientFactory, Encoder};
+use surgeflow_runtime::worker;
 use surgeflow_schema::{DriverStatus, GeoTrip, LocationUpdate, Product};
 use surgeflow_testkit::bench::{
     Drained, GroupProgress, OutputReader, Rng, Scheduled, apply, delete_topics, drain, env_or,
@@ -52,7 +53,7 @@ use surgeflow_testkit::{
     OperatorProcess, ProcessUsage, TestTopology, cluster, data_file, free_port, produce, read_raw,
     registry, send_record, unique_name,
 };
-use surgeflow_topology::Topology;
+use surgeflow_topology::{Delivery, Topology};
 
 /// The first argument that makes this executable the S0 pass-through instead.
 const PASSTHROUGH: &str = "--passthrough";
@@ -522,12 +523,9 @@ async fn main() {
 // S0: the pass-through.
 
 /// The pass-through loop (the child process of S0): `<topology> <input> <output> <group>
-/// <transactional id> <delivery> <max batch> <commit interval ms> <flush>`. It gathers and
-/// commits as the operator runtime does, but copies key, payload and timestamp without
-/// decoding. `<flush>` is `library` (the producer's `flush` and `commit_transaction`, as the
-/// runtime calls them) or `polled`: first poll in 1 ms steps until nothing is in flight, so
-/// those calls find nothing left to wait for (rdkafka's `flush` polls in 100 ms slices and
-/// returns only at the end of one).
+/// <transactional id> <delivery> <max batch> <commit interval ms>`. It gathers and commits as
+/// the operator runtime does (its producer settings, `await_acks`, then the transaction or an
+/// asynchronous offset commit), but copies key, payload and timestamp without decoding.
 fn passthrough(args: &[String]) {
     let [
         topology,
@@ -538,31 +536,32 @@ fn passthrough(args: &[String]) {
         delivery,
         max_batch,
         commit_ms,
-        flush,
     ] = args
     else {
-        panic!("{PASSTHROUGH} takes 9 arguments, got {args:?}");
+        panic!("{PASSTHROUGH} takes 8 arguments, got {args:?}");
     };
-    let polled = flush == "polled";
     let topology = Topology::load(Path::new(topology)).expect("topology");
     let factory = ClientFactory::from_topology(&topology.connection.kafka);
     let exactly_once = delivery == "exactly_once";
+    let delivery = if exactly_once {
+        Delivery::ExactlyOnce
+    } else {
+        Delivery::AtLeastOnce
+    };
     let max_batch: usize = max_batch.parse().expect("max batch");
     let commit_interval = Duration::from_millis(commit_ms.parse().expect("commit interval"));
     let consumer: BaseConsumer = factory.consumer_config(group).create().expect("consumer");
     consumer.subscribe(&[input]).expect("subscribe");
-    let producer: rdkafka::producer::BaseProducer = if exactly_once {
-        let p: rdkafka::producer::BaseProducer = factory
-            .transactional_producer_config(transactional_id)
+    let producer: rdkafka::producer::BaseProducer =
+        worker::producer_config(&factory, delivery, transactional_id)
             .create()
             .expect("producer");
-        p.init_transactions(Duration::from_secs(30))
-            .expect("init_transactions");
-        p
-    } else {
-        factory.producer().expect("producer")
-    };
     let timeout = Duration::from_secs(30);
+    if exactly_once {
+        producer
+            .init_transactions(timeout)
+            .expect("init_transactions");
+    }
     // `E2E_S0_TRACE=1`: where each batch's time goes, every 10 batches on stderr.
     let trace = std::env::var_os("E2E_S0_TRACE").is_some();
     let mut phases = [Duration::ZERO; 4];
@@ -615,30 +614,24 @@ fn passthrough(args: &[String]) {
         }
         let count = batch.len();
         drop(batch);
-        if polled {
-            while producer.in_flight_count() > 0 {
-                producer.poll(Duration::from_millis(1));
-            }
-        }
-        let sent = Instant::now();
         if exactly_once {
             let metadata = consumer.group_metadata().expect("group metadata");
             producer
                 .send_offsets_to_transaction(&offsets, &metadata, timeout)
                 .expect("send offsets");
-        } else {
-            producer.flush(timeout).expect("flush");
         }
-        let flushed = Instant::now();
+        let sent = Instant::now();
+        worker::await_acks(&producer, timeout).expect("acknowledgements");
+        let acked = Instant::now();
         if exactly_once {
             producer.commit_transaction(timeout).expect("commit");
         } else {
             consumer
-                .commit(&offsets, CommitMode::Sync)
+                .commit(&offsets, CommitMode::Async)
                 .expect("commit offsets");
         }
         if trace {
-            let at = [began, gathered, sent, flushed, Instant::now()];
+            let at = [began, gathered, sent, acked, Instant::now()];
             for (i, p) in phases.iter_mut().enumerate() {
                 *p += at[i + 1] - at[i];
             }
@@ -646,14 +639,14 @@ fn passthrough(args: &[String]) {
             if batches.is_multiple_of(10) {
                 let ms = phases.map(|p| format!("{:.1}", p.as_secs_f64() * 1e3 / 10.0));
                 eprintln!(
-                    "pass-through {delivery} {flush}: batch of {count}, mean ms: gather {}, enqueue and wait {}, {} {}, commit {}",
+                    "pass-through {delivery:?}: batch of {count}, mean ms: gather {}, enqueue{} {}, wait for acks {}, commit {}",
                     ms[0],
-                    ms[1],
                     if exactly_once {
-                        "send offsets"
+                        " and send offsets"
                     } else {
-                        "flush"
+                        ""
                     },
+                    ms[1],
                     ms[2],
                     ms[3]
                 );
@@ -675,29 +668,18 @@ fn router_settings(delivery: &str) -> Json {
 }
 
 async fn s0(config: &Config, pings: &[(String, LocationUpdate)], report: &mut Report) {
-    // Four 12-partition outputs, one per run (two topics declared with 6 get 12 here).
-    let t = TestTopology::with("bench-s0", |doc: &mut Value| {
-        if let Some(Value::Mapping(topics)) = doc.get_mut("topics") {
-            for (name, spec) in topics.iter_mut() {
-                let name = name.as_str().unwrap_or_default();
-                if name.ends_with(".match.proposal") || name.ends_with(".surge.multiplier.arroyo") {
-                    spec["partitions"] = Value::from(12);
-                }
-            }
-        }
-    });
+    // geo.driver and geo.trip: a 12-partition output per mode.
+    let t = TestTopology::new("bench-s0");
     apply(&t).await;
     let input = t.topic("location.update");
     produce(&input, pings).await;
     let exe = std::env::current_exe().expect("this executable");
-    // Same partitions as S1: 6 in, 12 out (a 12-partition output per mode).
+    // Same partitions as S1: 6 in, 12 out.
     let runs = [
-        ("exactly_once", "library", "geo.driver"),
-        ("at_least_once", "library", "geo.trip"),
-        ("exactly_once", "polled", "surge.multiplier.arroyo"),
-        ("at_least_once", "polled", "match.proposal"),
+        ("exactly_once", "geo.driver"),
+        ("at_least_once", "geo.trip"),
     ];
-    for (mode, flush, output) in runs {
+    for (mode, output) in runs {
         if !config.deliveries.iter().any(|d| d == mode) {
             continue;
         }
@@ -714,7 +696,6 @@ async fn s0(config: &Config, pings: &[(String, LocationUpdate)], report: &mut Re
             mode.to_string(),
             router::MAX_BATCH.to_string(),
             "100".to_string(),
-            flush.to_string(),
         ];
         let child = Spawned(
             Command::new(&exe)
@@ -737,11 +718,7 @@ async fn s0(config: &Config, pings: &[(String, LocationUpdate)], report: &mut Re
         report.add(
             Row {
                 scenario: "S0",
-                config: if flush == "polled" {
-                    format!("pass-through {mode}, polled flush")
-                } else {
-                    format!("pass-through {mode}")
-                },
+                config: format!("pass-through {mode}"),
                 events: events as u64,
                 events_per_s: events as f64 / drained.busy_seconds,
                 cpu_per_million: per_million(drained.usage.cpu_seconds, events),
@@ -758,7 +735,6 @@ async fn s0(config: &Config, pings: &[(String, LocationUpdate)], report: &mut Re
             },
             json!({
                 "settings": router_settings(mode),
-                "flush": flush,
                 "run": drained_json(&drained),
                 "loadavg_before": load_before,
                 "loadavg_after": loadavg(),

@@ -58,13 +58,27 @@ impl Aligner {
         self.buffers.values().all(VecDeque::is_empty)
     }
 
-    /// True when every partition in `assigned` has at least one record buffered: only then is
-    /// a full buffer worth processing without fetching more (a partition with nothing buffered
-    /// may simply not have been fetched yet).
-    pub fn covers(&self, assigned: &BTreeSet<TopicPartition>) -> bool {
-        assigned
-            .iter()
-            .all(|tp| self.buffers.get(tp).is_some_and(|b| !b.is_empty()))
+    /// True when no partition in `assigned` holds its group back at `now`: each has a record
+    /// buffered or has been empty past its idle limit. Only then is a full buffer worth
+    /// processing without fetching more (a partition with nothing buffered may simply not have
+    /// been fetched yet); a partition that is merely quiet, like the regions a city does not
+    /// cover, must not make every batch wait out the commit interval.
+    pub fn covers(&self, assigned: &BTreeSet<TopicPartition>, now: Instant) -> bool {
+        assigned.iter().all(|tp| !self.holds(tp, now))
+    }
+
+    /// Whether `tp` holds its group back at `now`: it is empty, and has not been for its idle
+    /// limit (or was never seen empty by `take`, which starts that clock).
+    fn holds(&self, tp: &TopicPartition, now: Instant) -> bool {
+        let (empty, limit) = match self.buffers.get(tp) {
+            Some(buffer) => (buffer.is_empty(), self.idle),
+            None => (true, self.first_idle),
+        };
+        empty
+            && self
+                .empty_since
+                .get(tp)
+                .is_none_or(|since| now.duration_since(*since) < limit)
     }
 
     /// Forgets partitions (revoked, or rewound to their committed offsets).
@@ -105,18 +119,7 @@ impl Aligner {
         let mut out = Vec::new();
         for members in groups.values() {
             while out.len() < max {
-                let blocked = members.iter().any(|tp| {
-                    let (empty, limit) = match self.buffers.get(*tp) {
-                        Some(buffer) => (buffer.is_empty(), self.idle),
-                        None => (true, self.first_idle),
-                    };
-                    empty
-                        && self
-                            .empty_since
-                            .get(*tp)
-                            .is_none_or(|since| now.duration_since(*since) < limit)
-                });
-                if blocked {
+                if members.iter().any(|tp| self.holds(tp, now)) {
                     break;
                 }
                 let head = members
@@ -182,11 +185,11 @@ mod tests {
             al.push(tp("a", 0), msg("a", 0, i as i64, ts));
         }
         // b has nothing yet: a waits, and a full buffer of a alone is no reason to stop fetching.
-        assert!(!al.covers(&assigned));
+        assert!(!al.covers(&assigned, t0));
         assert!(al.take(&assigned, 100, t0).is_empty());
         al.push(tp("b", 0), msg("b", 0, 0, 15));
         al.push(tp("b", 0), msg("b", 0, 1, 35));
-        assert!(al.covers(&assigned));
+        assert!(al.covers(&assigned, t0));
         let out = al.take(&assigned, 100, t0);
         assert_eq!(
             order(&out),
@@ -209,6 +212,29 @@ mod tests {
             [("a".into(), 40)]
         );
         assert!(al.is_empty());
+    }
+
+    #[test]
+    fn a_quiet_partition_stops_holding_a_full_buffer_back_after_its_idle_limit() {
+        // Regions 0 and 1 of two inputs; region 1 carries no traffic at all.
+        let assigned = BTreeSet::from([tp("a", 0), tp("b", 0), tp("a", 1), tp("b", 1)]);
+        let mut al = Aligner::new(Duration::from_millis(500), Duration::from_secs(5));
+        let t0 = Instant::now();
+        al.push(tp("a", 0), msg("a", 0, 0, 10));
+        al.push(tp("a", 0), msg("a", 0, 1, 30));
+        al.push(tp("b", 0), msg("b", 0, 0, 20));
+        // Never seen empty yet: the quiet partitions may just not have been fetched.
+        assert!(!al.covers(&assigned, t0));
+        assert_eq!(al.take(&assigned, 100, t0).len(), 2);
+        al.push(tp("b", 0), msg("b", 0, 1, 40));
+        // Region 1 has delivered nothing since its assignment: it holds for the longer limit.
+        assert!(!al.covers(&assigned, t0 + Duration::from_secs(2)));
+        assert!(al.covers(&assigned, t0 + Duration::from_secs(5)));
+        // A drained partition of a busy region holds the buffer back again, for the short limit.
+        assert_eq!(al.take(&assigned, 1, t0 + Duration::from_secs(5)).len(), 1);
+        let t1 = t0 + Duration::from_secs(5);
+        assert!(!al.covers(&assigned, t1 + Duration::from_millis(499)));
+        assert!(al.covers(&assigned, t1 + Duration::from_millis(500)));
     }
 
     #[test]

@@ -26,6 +26,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use metrics::{Counter, Histogram};
+use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders, OwnedMessage};
@@ -393,10 +394,13 @@ impl<O: Operator> Worker<O> {
         self.batch_end = now;
         self.env.caught_up = false;
         loop {
-            // Aligned: a full buffer only ends gathering once every partition has data, so a
-            // backlog of one input cannot starve the fetch of the other and then pass for it.
+            // Aligned: a full buffer only ends gathering once no partition holds its group back
+            // (each has data or has been quiet past its idle limit), so a backlog of one input
+            // cannot starve the fetch of the other and then pass for it.
             let full = match &self.aligner {
-                Some(aligner) => aligner.len() >= max && aligner.covers(&self.assigned),
+                Some(aligner) => {
+                    aligner.len() >= max && aligner.covers(&self.assigned, Instant::now())
+                }
                 None => batch.len() >= max,
             };
             let left = deadline.saturating_duration_since(Instant::now());
@@ -958,7 +962,13 @@ fn advance_partition_time(
 /// a few. Nor does a short `poll` help: it rounds its remaining time down to whole
 /// milliseconds and so spins through its last one. Hence a non-blocking poll and a short
 /// sleep. With the queue empty, `commit_transaction`'s own flush returns at once.
-fn await_acks(producer: &Producer_, timeout: Duration) -> Result<(), KafkaError> {
+///
+/// # Errors
+/// [`KafkaError::Flush`] when records are still in flight after `timeout`.
+pub fn await_acks<C: ProducerContext>(
+    producer: &BaseProducer<C>,
+    timeout: Duration,
+) -> Result<(), KafkaError> {
     let deadline = Instant::now() + timeout;
     loop {
         producer.poll(Duration::ZERO);
@@ -985,17 +995,28 @@ fn commit_with_retries(producer: &Producer_) -> Result<(), KafkaError> {
     }
 }
 
-fn new_producer(
+/// The settings of the runtime's producer: transactional with `transactional_id` exactly
+/// once, idempotent at least once; public so that benchmarks measure the same client.
+pub fn producer_config(
     factory: &ClientFactory,
-    settings: &WorkerSettings,
-) -> Result<Producer_, WorkerError> {
-    let mut config = match settings.delivery {
-        Delivery::ExactlyOnce => factory.transactional_producer_config(&settings.transactional_id),
+    delivery: Delivery,
+    transactional_id: &str,
+) -> ClientConfig {
+    let mut config = match delivery {
+        Delivery::ExactlyOnce => factory.transactional_producer_config(transactional_id),
         Delivery::AtLeastOnce => factory.producer_config(),
     };
     // Each batch's records are sent together and then waited for, so they are already
     // batched: lingering would only delay the batch's end.
     config.set("linger.ms", "0");
+    config
+}
+
+fn new_producer(
+    factory: &ClientFactory,
+    settings: &WorkerSettings,
+) -> Result<Producer_, WorkerError> {
+    let config = producer_config(factory, settings.delivery, &settings.transactional_id);
     let producer: Producer_ = config.create_with_context(DeliveryTracker::default())?;
     if settings.delivery == Delivery::ExactlyOnce {
         producer.init_transactions(CALL_TIMEOUT)?;
