@@ -55,10 +55,10 @@ const ALIGN_IDLE: Duration = Duration::from_millis(500);
 /// partition that is really empty holds its group this long once per assignment.
 const ALIGN_FIRST_IDLE: Duration = Duration::from_secs(5);
 
-/// Offset-commit metadata prefix carrying the partition's latest record time.
 /// The pause between checks for the batch's acknowledgements.
 const ACK_CHECK_EVERY: Duration = Duration::from_micros(250);
 
+/// Offset-commit metadata prefix carrying the partition's latest record time.
 const PARTITION_TIME_KEY: &str = "surgeflow.time=";
 
 /// Longest a state restore may take before the instance gives up (and is restarted).
