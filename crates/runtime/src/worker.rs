@@ -394,16 +394,15 @@ impl<O: Operator> Worker<O> {
         self.batch_end = now;
         self.env.caught_up = false;
         loop {
+            let now = Instant::now();
             // Aligned: a full buffer only ends gathering once no partition holds its group back
             // (each has data or has been quiet past its idle limit), so a backlog of one input
             // cannot starve the fetch of the other and then pass for it.
             let full = match &self.aligner {
-                Some(aligner) => {
-                    aligner.len() >= max && aligner.covers(&self.assigned, Instant::now())
-                }
+                Some(aligner) => aligner.len() >= max && aligner.covers(&self.assigned, now),
                 None => batch.len() >= max,
             };
-            let left = deadline.saturating_duration_since(Instant::now());
+            let left = deadline.saturating_duration_since(now);
             if left.is_zero() {
                 self.batch_end = deadline + self.settings.commit_interval;
                 break;
