@@ -42,7 +42,7 @@ use serde_yaml_ng::Value;
 use surgeflow_domain::geo::{Cell, Direction, LatLon};
 use surgeflow_domain::routing::check_point;
 use surgeflow_kafka::{ClientFactory, Encoder};
-use surgeflow_runtime::worker;
+use surgeflow_runtime::batch;
 use surgeflow_schema::{DriverStatus, GeoTrip, LocationUpdate, Product};
 use surgeflow_testkit::bench::{
     Drained, GroupProgress, OutputReader, Rng, Scheduled, apply, delete_topics, drain, env_or,
@@ -553,7 +553,7 @@ fn passthrough(args: &[String]) {
     let consumer: BaseConsumer = factory.consumer_config(group).create().expect("consumer");
     consumer.subscribe(&[input]).expect("subscribe");
     let producer: rdkafka::producer::BaseProducer =
-        worker::producer_config(&factory, delivery, transactional_id)
+        batch::producer_config(&factory, delivery, transactional_id)
             .create()
             .expect("producer");
     let timeout = Duration::from_secs(30);
@@ -621,7 +621,7 @@ fn passthrough(args: &[String]) {
                 .expect("send offsets");
         }
         let sent = Instant::now();
-        worker::await_acks(&producer, timeout).expect("acknowledgements");
+        batch::await_acks(&producer, timeout).expect("acknowledgements");
         let acked = Instant::now();
         if exactly_once {
             producer.commit_transaction(timeout).expect("commit");

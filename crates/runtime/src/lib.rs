@@ -8,6 +8,8 @@
 //!   records with provenance headers inside the same transaction, rebalance handling with the
 //!   cooperative-sticky assignor, state restore by replaying recent input, and librdkafka's
 //!   error classes (retry, abort and rewind, rebuild the producer);
+//! - [`batch`]: the producer and the batch in progress, committed at its close or, first, by a
+//!   revocation;
 //! - [`align`]: timestamp-ordered processing of co-partitioned inputs for stateful operators;
 //! - [`catch_up`]: reading topics to their end outside the group (tables, outputs read back);
 //! - [`rebalance`]: the consumer context that records rebalances and exports consumer lag;
@@ -18,6 +20,7 @@
 
 pub mod align;
 pub mod app;
+pub mod batch;
 pub mod catch_up;
 pub mod http;
 pub mod operator;

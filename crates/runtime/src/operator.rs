@@ -181,16 +181,23 @@ impl Output {
         self.suppressed = suppressed;
     }
 
-    /// The waiting records as (topic name, key, payload, timestamp).
-    pub(crate) fn iter(&self) -> impl Iterator<Item = (&str, &[u8], &[u8], Option<i64>)> {
-        self.records.iter().map(|r| {
-            (
-                self.topics[r.topic.0].as_str(),
-                &self.bytes[r.key.clone()],
-                &self.bytes[r.payload.clone()],
-                r.timestamp_ms,
-            )
-        })
+    /// The waiting records from the `start`th on, as (topic name, key, payload, timestamp).
+    pub(crate) fn iter_from(
+        &self,
+        start: usize,
+    ) -> impl Iterator<Item = (&str, &[u8], &[u8], Option<i64>)> {
+        self.records
+            .get(start..)
+            .unwrap_or_default()
+            .iter()
+            .map(|r| {
+                (
+                    self.topics[r.topic.0].as_str(),
+                    &self.bytes[r.key.clone()],
+                    &self.bytes[r.payload.clone()],
+                    r.timestamp_ms,
+                )
+            })
     }
 
     /// The waiting records as (index of their topic among the outputs, timestamp).
@@ -391,7 +398,7 @@ mod tests {
         });
         assert!(r.is_err());
         out.emit(out.topic("a").unwrap(), b"", None, b"v3");
-        let got: Vec<_> = out.iter().collect();
+        let got: Vec<_> = out.iter_from(0).collect();
         assert_eq!(
             got,
             vec![
@@ -399,6 +406,11 @@ mod tests {
                 ("a", &b""[..], &b"v3"[..], None)
             ]
         );
+        assert_eq!(
+            out.iter_from(1).map(|r| r.2).collect::<Vec<_>>(),
+            [&b"v3"[..]]
+        );
+        assert_eq!(out.iter_from(3).count(), 0);
         out.set_suppressed(true);
         out.emit(b, b"k", None, b"v");
         assert_eq!(out.len(), 2);

@@ -1,27 +1,32 @@
 //! The consumer's context: rebalance callbacks and librdkafka statistics.
 //!
-//! Callbacks run inside `poll`, on the processing thread, and must return quickly, so they
-//! only record what happened; the processing loop acts on it right after `poll` returns,
-//! before it touches any record of a newly assigned partition. Because the loop commits at the
-//! end of every batch and polls only between batches, no transaction is ever open when a
-//! partition is revoked: records already fetched from it are simply dropped, and its new owner
-//! starts from the last committed offset.
+//! Callbacks run inside `poll`, on the processing thread. They record what happened, and the
+//! processing loop acts on it right after `poll` returns, before it touches any record of a
+//! newly assigned partition. One thing cannot wait for that: the loop processes records as they
+//! arrive, so a revocation can come while the batch holds processed records whose offsets are
+//! not committed. The partition's new owner reads the committed offset as soon as the
+//! revocation callback returns, so the callback commits the batch first
+//! ([`OpenBatch::close_for_revocation`]) and records how that went. Records fetched but not yet
+//! processed are dropped; the new owner starts from them.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use rdkafka::ClientContext;
 use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance};
 use rdkafka::statistics::Statistics;
 use rdkafka::{Offset, TopicPartitionList};
 
+use crate::batch::{Closed, OpenBatch};
 use crate::operator::TopicPartition;
 
-/// A change of assignment seen by a callback.
-#[derive(Debug, Clone, PartialEq)]
+/// A change seen by a callback.
+#[derive(Debug)]
 pub enum AssignmentChange {
     Assigned(Vec<TopicPartition>),
     Revoked(Vec<TopicPartition>),
+    /// A revocation closed the batch in progress before taking its partitions.
+    BatchClosed(Closed),
 }
 
 /// Records rebalances and exports consumer lag from librdkafka's statistics.
@@ -31,14 +36,17 @@ pub struct RuntimeContext {
     /// The partitions assigned now, with the offset last committed for each when known: lag
     /// is exported for these only, since other instances report the others.
     assigned: Mutex<BTreeMap<TopicPartition, Option<i64>>>,
+    /// The processing loop's batch, which a revocation commits before it returns.
+    batch: Arc<Mutex<OpenBatch>>,
 }
 
 impl RuntimeContext {
-    pub fn new(operator: &'static str) -> Self {
+    pub fn new(operator: &'static str, batch: Arc<Mutex<OpenBatch>>) -> Self {
         RuntimeContext {
             operator,
             changes: Mutex::new(Vec::new()),
             assigned: Mutex::new(BTreeMap::new()),
+            batch,
         }
     }
 
@@ -117,8 +125,18 @@ impl ClientContext for RuntimeContext {
 }
 
 impl ConsumerContext for RuntimeContext {
-    fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(list) = rebalance {
+            let closed = self
+                .batch
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .close_for_revocation(consumer);
+            let mut changes = self.changes.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(closed) = closed {
+                changes.push(AssignmentChange::BatchClosed(closed));
+            }
+            drop(changes);
             let revoked = partitions(list);
             let mut assigned = self.assigned.lock().unwrap_or_else(|e| e.into_inner());
             for tp in &revoked {

@@ -2,17 +2,24 @@
 //!
 //! One thread, one consumer, one producer, batch after batch:
 //!
-//! 1. **Gather**: poll until `max_batch` records or `commit_interval_ms` passed, keeping the
-//!    borrowed messages (no copy). Rebalance callbacks recorded during a poll are handled right
-//!    after it: records of revoked partitions are dropped from the batch (no transaction is open
-//!    while polling, so nothing needs committing first), newly assigned partitions get their
-//!    state restored before any of their records is processed.
-//! 2. **Process**: each record through the operator; bad records become DLQ records with
-//!    provenance headers; then the operator's clock tick.
-//! 3. **Commit**: exactly-once produces outputs and DLQ records inside one transaction together
-//!    with the consumed positions (`send_offsets_to_transaction` with fresh group metadata, so a
-//!    zombie instance is fenced); at-least-once produces, waits for every delivery, then commits
-//!    offsets. A batch that consumed and produced nothing commits nothing.
+//! 1. **Process as records arrive**: poll, take whatever else is already fetched (borrowed, no
+//!    copy), run it through the operator and produce its outputs at once; bad records become
+//!    DLQ records with provenance headers. Exactly once, the first output opens the batch's
+//!    transaction. Stateful operators put records through the [`Aligner`] first and process
+//!    what it releases in timestamp order. Rebalance callbacks recorded during a poll are
+//!    handled right after it: a revocation has already committed the batch (see
+//!    [`crate::rebalance`]) and records of revoked partitions not yet processed are dropped;
+//!    newly assigned partitions get their state restored before any of their records is
+//!    processed.
+//! 2. **Close** after `commit_interval_ms` or `max_batch` records (at least once also as soon
+//!    as the consumer's queue runs dry): the operator's clock tick, then the commit. Exactly
+//!    once commits the transaction with the consumed positions (`send_offsets_to_transaction`
+//!    with fresh group metadata, so a zombie instance is fenced); at least once waits for every
+//!    delivery, then commits offsets. A batch that consumed and produced nothing commits
+//!    nothing.
+//!
+//! Processing on arrival keeps the commit interval the only wait a record has exactly once:
+//! when the batch closes, its records are processed and their outputs acknowledged already.
 //!
 //! Failures follow librdkafka's classes: a retriable commit error is retried; one that requires
 //! an abort aborts, rewinds the consumer to the committed offsets and rebuilds the operator's
@@ -21,28 +28,25 @@
 //! `read_committed` readers.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use metrics::{Counter, Histogram};
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders, OwnedMessage};
-use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
+use rdkafka::producer::BaseRecord;
 use rdkafka::types::RDKafkaErrorCode;
-use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 use surgeflow_kafka::{ClientFactory, SchemaCache};
 use surgeflow_topology::Delivery;
 
 use crate::align::Aligner;
+use crate::batch::{CALL_TIMEOUT, Closed, OpenBatch, PARTITION_TIME_KEY, new_producer};
 use crate::operator::{Context, Operator, Output, Record, RecordError, TopicPartition};
 use crate::rebalance::{AssignmentChange, RuntimeContext};
 use crate::replay::Replay;
-
-/// Timeout for one call to the broker (commit, offsets, metadata).
-const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How long an at-least-once batch with records waits for more before it closes.
 const EARLY_CLOSE_POLL: Duration = Duration::from_millis(1);
@@ -54,12 +58,6 @@ const ALIGN_IDLE: Duration = Duration::from_millis(500);
 /// fetch may be late, and a restart must order its first records as the lost run did. A
 /// partition that is really empty holds its group this long once per assignment.
 const ALIGN_FIRST_IDLE: Duration = Duration::from_secs(5);
-
-/// The pause between checks for the batch's acknowledgements.
-const ACK_CHECK_EVERY: Duration = Duration::from_micros(250);
-
-/// Offset-commit metadata prefix carrying the partition's latest record time.
-const PARTITION_TIME_KEY: &str = "surgeflow.time=";
 
 /// Longest a state restore may take before the instance gives up (and is restarted).
 const RESTORE_TIMEOUT: Duration = Duration::from_secs(600);
@@ -109,28 +107,6 @@ pub enum WorkerError {
     #[error("{0}")]
     Fatal(String),
 }
-
-/// Counts deliveries that failed, for at-least-once mode, where a failed delivery means the
-/// batch's offsets must not be committed.
-#[derive(Default)]
-pub struct DeliveryTracker {
-    failed: AtomicU64,
-}
-
-impl ClientContext for DeliveryTracker {}
-
-impl ProducerContext for DeliveryTracker {
-    type DeliveryOpaque = ();
-
-    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
-        if let Err((e, _)) = result {
-            tracing::warn!(error = %e, "delivery failed");
-            self.failed.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-}
-
-type Producer_ = BaseProducer<DeliveryTracker>;
 
 /// A bad record waiting to be written to the DLQ.
 struct DeadLetter {
@@ -188,10 +164,18 @@ pub struct Worker<O: Operator> {
     operator: O,
     settings: WorkerSettings,
     factory: ClientFactory,
-    producer: Producer_,
+    /// The producer and the batch in progress, shared with the consumer's context, which
+    /// commits the batch when a revocation comes (see [`crate::batch`]).
+    batch: Arc<Mutex<OpenBatch>>,
     env: Env,
+    /// The batch's outputs, kept until it commits (for their metrics); those before
+    /// `out_sent` are produced already.
     out: Output,
+    out_sent: usize,
     dead: Vec<DeadLetter>,
+    dead_sent: usize,
+    /// Records processed in the batch in progress.
+    processed: usize,
     assigned: BTreeSet<TopicPartition>,
     /// Revoked partitions whose state the operator still holds, in case the same rebalance
     /// hands them back (the range assignor revokes everything at every rebalance).
@@ -237,13 +221,6 @@ impl OutputMeters {
     }
 }
 
-/// One batch of records: borrowed from the consumer (stateless operators, no copy), or taken
-/// from the aligner in timestamp order (stateful operators).
-enum Batch<'c> {
-    Borrowed(Vec<BorrowedMessage<'c>>),
-    Aligned(Vec<OwnedMessage>),
-}
-
 impl<O: Operator> Worker<O> {
     /// Prepares the loop: builds the producer (and initialises transactions).
     ///
@@ -257,7 +234,8 @@ impl<O: Operator> Worker<O> {
         handle: tokio::runtime::Handle,
         health: Arc<Health>,
     ) -> Result<Self, WorkerError> {
-        let producer = new_producer(&factory, &settings)?;
+        let producer = new_producer(&factory, settings.delivery, &settings.transactional_id)?;
+        let batch = Arc::new(Mutex::new(OpenBatch::new(producer, settings.delivery)));
         let settings_retry = settings.registry_retry;
         let aligner = operator
             .restore_horizon_ms()
@@ -283,14 +261,17 @@ impl<O: Operator> Worker<O> {
             out: Output::new(settings.outputs.clone()),
             settings,
             factory,
-            producer,
+            batch,
             env: Env {
                 schemas,
                 handle,
                 registry_retry: settings_retry,
                 caught_up: false,
             },
+            out_sent: 0,
             dead: Vec::new(),
+            dead_sent: 0,
+            processed: 0,
             assigned: BTreeSet::new(),
             parked: BTreeSet::new(),
             last_committed: BTreeMap::new(),
@@ -315,8 +296,9 @@ impl<O: Operator> Worker<O> {
             .set("group.instance.id", &self.settings.group_instance_id)
             .set("partition.assignment.strategy", self.assignor())
             .set("session.timeout.ms", "15000");
-        let consumer: BaseConsumer<RuntimeContext> =
-            config.create_with_context(RuntimeContext::new(self.settings.operator))?;
+        let consumer: BaseConsumer<RuntimeContext> = config.create_with_context(
+            RuntimeContext::new(self.settings.operator, Arc::clone(&self.batch)),
+        )?;
         let topics: Vec<&str> = self.settings.inputs.iter().map(String::as_str).collect();
         consumer.subscribe(&topics)?;
         Ok(consumer)
@@ -347,8 +329,7 @@ impl<O: Operator> Worker<O> {
         self.health.ready.store(true, Ordering::Relaxed);
         while !shutdown.load(Ordering::Relaxed) {
             self.health.last_loop_ms.store(now_ms(), Ordering::Relaxed);
-            let batch = self.gather(consumer)?;
-            self.process_and_commit(consumer, &batch)?;
+            self.run_batch(consumer)?;
         }
         tracing::info!(
             operator = self.settings.operator,
@@ -376,12 +357,15 @@ impl<O: Operator> Worker<O> {
         Ok(())
     }
 
-    fn gather<'c>(
-        &mut self,
-        consumer: &'c BaseConsumer<RuntimeContext>,
-    ) -> Result<Batch<'c>, WorkerError> {
+    /// The batch's producer, whose lock nothing else holds: the only other user is the
+    /// consumer's revocation callback, which runs inside `poll` on this thread.
+    fn open_batch(&self) -> MutexGuard<'_, OpenBatch> {
+        self.batch.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// One batch: records processed as they arrive until it closes, then the close.
+    fn run_batch(&mut self, consumer: &BaseConsumer<RuntimeContext>) -> Result<(), WorkerError> {
         let max = self.settings.max_batch;
-        let mut batch: Vec<BorrowedMessage<'c>> = Vec::with_capacity(max.min(4096));
         let now = Instant::now();
         // On cadence, unless the last batch overran its successor's slot: then a full
         // interval from now, so a backlog gets full batches instead of a burst of short ones.
@@ -393,101 +377,140 @@ impl<O: Operator> Worker<O> {
         // A batch that closes early (full, or dry at least once) leaves no slot behind.
         self.batch_end = now;
         self.env.caught_up = false;
+        let mut fetched: Vec<BorrowedMessage<'_>> = Vec::new();
         loop {
-            let now = Instant::now();
-            // Aligned: a full buffer only ends gathering once no partition holds its group back
-            // (each has data or has been quiet past its idle limit), so a backlog of one input
-            // cannot starve the fetch of the other and then pass for it.
-            let full = match &self.aligner {
-                Some(aligner) => aligner.len() >= max && aligner.covers(&self.assigned, now),
-                None => batch.len() >= max,
-            };
-            let left = deadline.saturating_duration_since(now);
+            let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 self.batch_end = deadline + self.settings.commit_interval;
                 break;
             }
-            if full {
+            if self.processed >= max {
                 break;
             }
             // At least once, a batch closes as soon as the consumer's queue runs dry: nothing
-            // waits for a transaction, so holding records back only adds latency. Exactly once
-            // keeps gathering for the commit interval: every batch is a transaction.
-            let has_work = match &self.aligner {
-                Some(aligner) => !aligner.is_empty(),
-                None => !batch.is_empty(),
-            };
-            let close_when_dry = has_work && self.settings.delivery == Delivery::AtLeastOnce;
-            let polled = consumer.poll(if close_when_dry {
+            // waits for a transaction, so holding the commit back only delays the next one.
+            // Exactly once keeps the batch open for the commit interval: every batch is a
+            // transaction.
+            let close_when_dry =
+                self.processed > 0 && self.settings.delivery == Delivery::AtLeastOnce;
+            let mut polled = consumer.poll(if close_when_dry {
                 left.min(EARLY_CLOSE_POLL)
             } else {
                 left
             });
-            self.apply_changes(consumer, &mut batch)?;
-            match polled {
-                Some(Ok(message)) => {
-                    // A linear scan of the few assigned partitions: no key to allocate.
-                    let (topic, partition) = (message.topic(), message.partition());
-                    if !self
-                        .assigned
-                        .iter()
-                        .any(|tp| tp.partition == partition && tp.topic == topic)
-                    {
-                        continue;
-                    }
-                    match &mut self.aligner {
-                        Some(aligner) => {
-                            let tp = TopicPartition {
-                                topic: topic.to_string(),
-                                partition,
-                            };
-                            aligner.push(tp, message.detach());
+            let dry = polled.is_none();
+            // Then whatever else is fetched already, up to the batch's size.
+            let room = max - self.processed;
+            let mut taken = 0;
+            loop {
+                self.apply_changes(consumer, &mut fetched)?;
+                match polled {
+                    Some(Ok(message)) => {
+                        if self.accept(message, &mut fetched) {
+                            taken += 1;
                         }
-                        None => batch.push(message),
                     }
-                }
-                Some(Err(e)) => {
-                    if matches!(e.rdkafka_error_code(), Some(RDKafkaErrorCode::Fatal)) {
-                        return Err(e.into());
+                    Some(Err(e)) => {
+                        if matches!(e.rdkafka_error_code(), Some(RDKafkaErrorCode::Fatal)) {
+                            return Err(e.into());
+                        }
+                        tracing::warn!(error = %e, "consumer error");
                     }
-                    tracing::warn!(error = %e, "consumer error");
-                }
-                None => {
-                    self.env.caught_up = true;
-                    if close_when_dry {
+                    None => {
+                        self.env.caught_up = true;
                         break;
                     }
                 }
+                if taken >= room {
+                    break;
+                }
+                polled = consumer.poll(Duration::ZERO);
+            }
+            self.process_fetched(&mut fetched, room)?;
+            if dry && close_when_dry {
+                break;
             }
         }
-        Ok(match &mut self.aligner {
+        self.close(consumer)
+    }
+
+    /// Keeps a polled record for processing, unless its partition is no longer assigned.
+    fn accept<'c>(
+        &mut self,
+        message: BorrowedMessage<'c>,
+        fetched: &mut Vec<BorrowedMessage<'c>>,
+    ) -> bool {
+        // A linear scan of the few assigned partitions: no key to allocate.
+        let (topic, partition) = (message.topic(), message.partition());
+        if !self
+            .assigned
+            .iter()
+            .any(|tp| tp.partition == partition && tp.topic == topic)
+        {
+            return false;
+        }
+        match &mut self.aligner {
             Some(aligner) => {
-                let taken = aligner.take(&self.assigned, max, Instant::now());
-                // Records held back for a sibling are input not yet processed: an operator
-                // must not take the time spent waiting for quiet (its idle clocks would pass
-                // them by).
-                self.env.caught_up &= aligner.is_empty();
-                Batch::Aligned(taken)
+                let tp = TopicPartition {
+                    topic: topic.to_string(),
+                    partition,
+                };
+                aligner.push(tp, message.detach());
             }
-            None => Batch::Borrowed(batch),
-        })
+            None => fetched.push(message),
+        }
+        true
+    }
+
+    /// Processes the records fetched (stateless operators), or up to `room` of those the
+    /// aligner releases in timestamp order (stateful ones), and produces their outputs.
+    fn process_fetched(
+        &mut self,
+        fetched: &mut Vec<BorrowedMessage<'_>>,
+        room: usize,
+    ) -> Result<(), WorkerError> {
+        match &mut self.aligner {
+            Some(aligner) => {
+                let ready = aligner.take(&self.assigned, room, Instant::now());
+                self.process(&ready)
+            }
+            None => {
+                let result = self.process(fetched);
+                fetched.clear();
+                result
+            }
+        }
     }
 
     /// Acts on the rebalances recorded during the last poll.
     fn apply_changes<'c>(
         &mut self,
         consumer: &'c BaseConsumer<RuntimeContext>,
-        batch: &mut Vec<BorrowedMessage<'c>>,
+        fetched: &mut Vec<BorrowedMessage<'c>>,
     ) -> Result<(), WorkerError> {
+        // Set when a revocation could not commit the batch: its processed records count for
+        // nothing, so no partition may keep the state they built.
+        let mut discard = false;
         for change in consumer.context().take_changes() {
             match change {
+                AssignmentChange::BatchClosed(Closed::Committed(offsets)) => {
+                    self.committed(consumer, &offsets);
+                }
+                AssignmentChange::BatchClosed(Closed::Failed { fatal }) => {
+                    self.count_abort(fatal);
+                    if fatal {
+                        self.replace_producer()?;
+                    }
+                    self.forget_batch();
+                    discard = true;
+                }
                 AssignmentChange::Revoked(parts) => {
                     tracing::info!(
                         operator = self.settings.operator,
                         ?parts,
                         "partitions revoked"
                     );
-                    batch.retain(|m| {
+                    fetched.retain(|m| {
                         !parts
                             .iter()
                             .any(|p| p.topic == m.topic() && p.partition == m.partition())
@@ -495,9 +518,13 @@ impl<O: Operator> Worker<O> {
                     if let Some(aligner) = &mut self.aligner {
                         aligner.drop_partitions(&parts);
                     }
-                    for p in parts {
-                        self.assigned.remove(&p);
-                        self.parked.insert(p);
+                    for p in &parts {
+                        self.assigned.remove(p);
+                    }
+                    if discard {
+                        self.operator.on_revoked(&parts);
+                    } else {
+                        self.parked.extend(parts);
                     }
                 }
                 AssignmentChange::Assigned(parts) => {
@@ -514,6 +541,11 @@ impl<O: Operator> Worker<O> {
                 .store(self.assigned.len() as u64, Ordering::Relaxed);
             metrics::gauge!("surgeflow_assigned_partitions", "operator" => self.settings.operator)
                 .set(self.assigned.len() as f64);
+        }
+        if discard {
+            // The partitions this instance keeps start over from their committed offsets.
+            fetched.clear();
+            self.rewind(consumer)?;
         }
         Ok(())
     }
@@ -641,41 +673,29 @@ impl<O: Operator> Worker<O> {
         Ok(())
     }
 
-    fn process_and_commit(
-        &mut self,
-        consumer: &BaseConsumer<RuntimeContext>,
-        batch: &Batch<'_>,
-    ) -> Result<(), WorkerError> {
-        match batch {
-            Batch::Borrowed(records) => self.process_records(consumer, records),
-            Batch::Aligned(records) => self.process_records(consumer, records),
+    /// Runs `messages` through the operator and produces their outputs.
+    fn process<M: Message>(&mut self, messages: &[M]) -> Result<(), WorkerError> {
+        if messages.is_empty() {
+            return Ok(());
         }
-    }
-
-    fn process_records<M: Message>(
-        &mut self,
-        consumer: &BaseConsumer<RuntimeContext>,
-        batch: &[M],
-    ) -> Result<(), WorkerError> {
         let op = self.settings.operator;
-        for (_, n) in &mut self.in_counts {
-            *n = 0;
-        }
-        let batch_now = now_ms();
-        for message in batch {
+        let now = now_ms();
+        let batch = Arc::clone(&self.batch);
+        let mut batch = batch.lock().unwrap_or_else(|e| e.into_inner());
+        for message in messages {
             let record = record_of(message);
             count_in(&mut self.in_counts, message.topic());
-            if self.aligner.is_some()
-                && let Some(ts) = record.timestamp_ms
-            {
-                advance_partition_time(
+            let time = match (&self.aligner, record.timestamp_ms) {
+                (Some(_), Some(ts)) => Some(advance_partition_time(
                     &mut self.partition_time,
                     message.topic(),
                     message.partition(),
                     ts,
-                );
-            }
-            let mut ctx = context_at(&self.env, &mut self.out, false, batch_now);
+                )),
+                _ => None,
+            };
+            batch.processed(message.topic(), message.partition(), message.offset(), time);
+            let mut ctx = context_at(&self.env, &mut self.out, false, now);
             match self.operator.process(&record, &mut ctx) {
                 Ok(()) => {}
                 Err(RecordError::Invalid {
@@ -687,6 +707,56 @@ impl<O: Operator> Worker<O> {
                 Err(RecordError::Fatal(e)) => return Err(WorkerError::Fatal(e)),
             }
         }
+        self.processed += messages.len();
+        self.send_new(&mut batch);
+        batch.serve_reports();
+        Ok(())
+    }
+
+    /// Produces the outputs and dead letters not produced yet. A failure is logged here and
+    /// fails the batch's commit, which rewinds: the records are processed again.
+    fn send_new(&mut self, batch: &mut OpenBatch) {
+        if let Err(e) = self.try_send_new(batch) {
+            tracing::warn!(operator = self.settings.operator, error = %e, "sending an output failed; the batch will be given up");
+        }
+    }
+
+    fn try_send_new(&mut self, batch: &mut OpenBatch) -> Result<(), KafkaError> {
+        for (topic, key, payload, timestamp) in self.out.iter_from(self.out_sent) {
+            let mut record = BaseRecord::to(topic).key(key).payload(payload);
+            if let Some(ts) = timestamp {
+                record = record.timestamp(ts);
+            }
+            batch.send(record)?;
+        }
+        self.out_sent = self.out.len();
+        for dead in self.dead.get(self.dead_sent..).unwrap_or_default() {
+            let mut record =
+                BaseRecord::<[u8], [u8]>::to(&self.settings.dlq).headers(dead.headers.clone());
+            if let Some(k) = &dead.key {
+                record = record.key(k.as_slice());
+            }
+            if let Some(p) = &dead.payload {
+                record = record.payload(p.as_slice());
+            }
+            batch.send(record)?;
+        }
+        self.dead_sent = self.dead.len();
+        Ok(())
+    }
+
+    /// Ends the batch: records the aligner released while no poll returned, the operator's
+    /// clock tick, the batch's metrics, and the commit.
+    fn close(&mut self, consumer: &BaseConsumer<RuntimeContext>) -> Result<(), WorkerError> {
+        let op = self.settings.operator;
+        if let Some(aligner) = &mut self.aligner {
+            let room = self.settings.max_batch.saturating_sub(self.processed);
+            let ready = aligner.take(&self.assigned, room, Instant::now());
+            // Records held back for a sibling are input not yet processed: an operator must
+            // not take the time spent waiting for quiet (its idle clocks would pass them by).
+            self.env.caught_up &= aligner.is_empty();
+            self.process(&ready)?;
+        }
         match self
             .operator
             .on_tick(&mut context(&self.env, &mut self.out, false))
@@ -697,23 +767,90 @@ impl<O: Operator> Worker<O> {
             }
             Err(RecordError::Fatal(e)) => return Err(WorkerError::Fatal(e)),
         }
-        for (topic, n) in self.in_counts.iter().filter(|(_, n)| *n > 0) {
+        for (topic, n) in self.in_counts.iter_mut().filter(|(_, n)| *n > 0) {
             metrics::counter!("surgeflow_records_in_total", "operator" => op, "topic" => topic.clone()).increment(*n);
+            *n = 0;
         }
-        metrics::histogram!("surgeflow_batch_records", "operator" => op).record(batch.len() as f64);
+        metrics::histogram!("surgeflow_batch_records", "operator" => op)
+            .record(self.processed as f64);
         for (kind, value) in self.operator.state_sizes() {
             metrics::gauge!("surgeflow_state_entries", "operator" => op, "kind" => kind).set(value);
         }
-        if batch.is_empty() && self.out.is_empty() && self.dead.is_empty() {
+        let batch = Arc::clone(&self.batch);
+        let mut batch = batch.lock().unwrap_or_else(|e| e.into_inner());
+        self.send_new(&mut batch);
+        if !batch.is_dirty() {
             return Ok(());
         }
-        let result = match self.settings.delivery {
-            Delivery::ExactlyOnce => self.commit_transaction(consumer),
-            Delivery::AtLeastOnce => self.commit_at_least_once(consumer),
-        };
+        let started = Instant::now();
+        let offsets = self.positions(consumer)?;
+        // At least once, the commit is not waited for: a commit lost to a crash or a rebalance
+        // means records processed again, which at least once allows, and waiting would add a
+        // round trip to every batch. librdkafka sends commits in order and finishes them
+        // before it closes.
+        let result = batch.commit(consumer, &offsets, CommitMode::Async);
+        drop(batch);
+        match result {
+            Ok(()) => {
+                metrics::histogram!("surgeflow_transaction_commit_seconds", "operator" => op)
+                    .record(started.elapsed().as_secs_f64());
+                self.committed(consumer, &offsets);
+                Ok(())
+            }
+            Err(e) => {
+                let fatal = e.is_fatal();
+                tracing::warn!(operator = op, error = %e, fatal, "batch failed; rewinding to the committed offsets");
+                self.count_abort(fatal);
+                if fatal {
+                    self.replace_producer()?;
+                } else {
+                    let aborted = self.open_batch().abort();
+                    if let Err(abort) = aborted {
+                        tracing::warn!(error = %abort, "abort failed; building a new producer");
+                        self.replace_producer()?;
+                    }
+                }
+                self.forget_batch();
+                self.rewind(consumer)
+            }
+        }
+    }
+
+    /// Bookkeeping once the batch committed `offsets`.
+    fn committed(&mut self, consumer: &BaseConsumer<RuntimeContext>, offsets: &TopicPartitionList) {
+        self.remember_committed(offsets);
+        consumer.context().record_committed(offsets);
+        self.count_outputs();
+        self.count_dead_letters();
+        self.forget_batch();
+    }
+
+    /// Drops the batch's outputs (committed, or given up).
+    fn forget_batch(&mut self) {
         self.out.clear();
+        self.out_sent = 0;
         self.dead.clear();
-        result
+        self.dead_sent = 0;
+        self.processed = 0;
+    }
+
+    fn count_abort(&self, fatal: bool) {
+        if self.settings.delivery == Delivery::ExactlyOnce {
+            metrics::counter!("surgeflow_transactions_aborted_total", "operator" => self.settings.operator,
+                "reason" => if fatal { "fatal" } else { "abortable" })
+            .increment(1);
+        }
+    }
+
+    /// A new producer for one that failed fatally; its `init_transactions` fences the old one.
+    fn replace_producer(&mut self) -> Result<(), WorkerError> {
+        let producer = new_producer(
+            &self.factory,
+            self.settings.delivery,
+            &self.settings.transactional_id,
+        )?;
+        self.open_batch().replace_producer(producer);
+        Ok(())
     }
 
     /// Counts the batch's outputs once it committed: records per topic, and for each record
@@ -741,29 +878,6 @@ impl<O: Operator> Worker<O> {
                 meters.records.increment(*n);
             }
         }
-    }
-
-    /// Sends every pending output and dead letter to the producer's queue.
-    fn send_all(&self) -> Result<(), KafkaError> {
-        for (topic, key, payload, timestamp) in self.out.iter() {
-            let mut record = BaseRecord::to(topic).key(key).payload(payload);
-            if let Some(ts) = timestamp {
-                record = record.timestamp(ts);
-            }
-            send(&self.producer, record)?;
-        }
-        for dead in &self.dead {
-            let mut record =
-                BaseRecord::<[u8], [u8]>::to(&self.settings.dlq).headers(dead.headers.clone());
-            if let Some(k) = &dead.key {
-                record = record.key(k.as_slice());
-            }
-            if let Some(p) = &dead.payload {
-                record = record.payload(p.as_slice());
-            }
-            send(&self.producer, record)?;
-        }
-        Ok(())
     }
 
     /// The offsets to commit with the batch: the next record to process of each assigned
@@ -801,84 +915,6 @@ impl<O: Operator> Worker<O> {
             }
         }
         Ok(out)
-    }
-
-    fn commit_transaction(
-        &mut self,
-        consumer: &BaseConsumer<RuntimeContext>,
-    ) -> Result<(), WorkerError> {
-        let op = self.settings.operator;
-        let started = Instant::now();
-        let mut committed = TopicPartitionList::new();
-        let attempt = (|| -> Result<(), KafkaError> {
-            self.producer.begin_transaction()?;
-            self.send_all()?;
-            let offsets = self.positions(consumer)?;
-            committed = offsets.clone();
-            if offsets.count() > 0 {
-                let metadata = consumer
-                    .group_metadata()
-                    .ok_or(KafkaError::ConsumerCommit(RDKafkaErrorCode::State))?;
-                self.producer
-                    .send_offsets_to_transaction(&offsets, &metadata, CALL_TIMEOUT)?;
-            }
-            // The records were on their way while the offsets went to the coordinator.
-            await_acks(&self.producer, CALL_TIMEOUT)?;
-            commit_with_retries(&self.producer)
-        })();
-        match attempt {
-            Ok(()) => {
-                metrics::histogram!("surgeflow_transaction_commit_seconds", "operator" => op)
-                    .record(started.elapsed().as_secs_f64());
-                self.remember_committed(&committed);
-                consumer.context().record_committed(&committed);
-                self.count_outputs();
-                self.count_dead_letters();
-                Ok(())
-            }
-            Err(e) => {
-                let fatal = matches!(&e, KafkaError::Transaction(t) if t.is_fatal());
-                metrics::counter!("surgeflow_transactions_aborted_total", "operator" => op,
-                    "reason" => if fatal { "fatal" } else { "abortable" })
-                .increment(1);
-                tracing::warn!(operator = op, error = %e, fatal, "transaction failed; rewinding to the committed offsets");
-                if fatal {
-                    self.producer = new_producer(&self.factory, &self.settings)?;
-                } else if let Err(abort) = self.producer.abort_transaction(CALL_TIMEOUT) {
-                    tracing::warn!(error = %abort, "abort failed; building a new producer");
-                    self.producer = new_producer(&self.factory, &self.settings)?;
-                }
-                self.rewind(consumer)
-            }
-        }
-    }
-
-    fn commit_at_least_once(
-        &mut self,
-        consumer: &BaseConsumer<RuntimeContext>,
-    ) -> Result<(), WorkerError> {
-        let started = Instant::now();
-        let before = self.producer.context().failed.load(Ordering::Relaxed);
-        self.send_all()?;
-        await_acks(&self.producer, CALL_TIMEOUT)?;
-        if self.producer.context().failed.load(Ordering::Relaxed) != before {
-            tracing::warn!("deliveries failed; rewinding to the committed offsets");
-            return self.rewind(consumer);
-        }
-        let offsets = self.positions(consumer)?;
-        if offsets.count() > 0 {
-            // Not waited for: a commit lost to a crash or a rebalance means records processed
-            // again, which at least once allows, and waiting would add a round trip to every
-            // batch. librdkafka sends commits in order and finishes them before it closes.
-            consumer.commit(&offsets, CommitMode::Async)?;
-        }
-        self.remember_committed(&offsets);
-        consumer.context().record_committed(&offsets);
-        metrics::histogram!("surgeflow_transaction_commit_seconds", "operator" => self.settings.operator)
-            .record(started.elapsed().as_secs_f64());
-        self.count_outputs();
-        self.count_dead_letters();
-        Ok(())
     }
 
     fn remember_committed(&mut self, offsets: &TopicPartitionList) {
@@ -938,101 +974,24 @@ fn count_in(counts: &mut Vec<(String, u64)>, topic: &str) {
     }
 }
 
+/// Raises the partition's latest record time to `ts`; returns the latest time.
 fn advance_partition_time(
     times: &mut Vec<(String, i32, i64)>,
     topic: &str,
     partition: i32,
     ts: i64,
-) {
+) -> i64 {
     match times
         .iter_mut()
         .find(|(t, p, _)| t == topic && *p == partition)
     {
-        Some((_, _, time)) => *time = (*time).max(ts),
-        None => times.push((topic.to_string(), partition, ts)),
-    }
-}
-
-/// Serves delivery reports until the broker has acknowledged every queued record.
-///
-/// This is `flush`, done so that it returns soon after the last acknowledgement. rdkafka's
-/// `flush`, which `commit_transaction` also calls first, polls in 100 ms slices that each run
-/// to their end, so every batch paid at least ~100 ms even when the broker acknowledged within
-/// a few. Nor does a short `poll` help: it rounds its remaining time down to whole
-/// milliseconds and so spins through its last one. Hence a non-blocking poll and a short
-/// sleep. With the queue empty, `commit_transaction`'s own flush returns at once.
-///
-/// # Errors
-/// [`KafkaError::Flush`] when records are still in flight after `timeout`.
-pub fn await_acks<C: ProducerContext>(
-    producer: &BaseProducer<C>,
-    timeout: Duration,
-) -> Result<(), KafkaError> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        producer.poll(Duration::ZERO);
-        if producer.in_flight_count() == 0 {
-            return Ok(());
+        Some((_, _, time)) => {
+            *time = (*time).max(ts);
+            *time
         }
-        if Instant::now() >= deadline {
-            return Err(KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut));
-        }
-        std::thread::sleep(ACK_CHECK_EVERY);
-    }
-}
-
-fn commit_with_retries(producer: &Producer_) -> Result<(), KafkaError> {
-    let mut attempts = 0;
-    loop {
-        match producer.commit_transaction(CALL_TIMEOUT) {
-            Err(KafkaError::Transaction(e)) if e.is_retriable() && attempts < 3 => {
-                attempts += 1;
-                tracing::warn!(error = %e, attempts, "commit is retriable; retrying");
-            }
-            other => return other,
-        }
-    }
-}
-
-/// The settings of the runtime's producer: transactional with `transactional_id` exactly
-/// once, idempotent at least once; public so that benchmarks measure the same client.
-pub fn producer_config(
-    factory: &ClientFactory,
-    delivery: Delivery,
-    transactional_id: &str,
-) -> ClientConfig {
-    let mut config = match delivery {
-        Delivery::ExactlyOnce => factory.transactional_producer_config(transactional_id),
-        Delivery::AtLeastOnce => factory.producer_config(),
-    };
-    // Each batch's records are sent together and then waited for, so they are already
-    // batched: lingering would only delay the batch's end.
-    config.set("linger.ms", "0");
-    config
-}
-
-fn new_producer(
-    factory: &ClientFactory,
-    settings: &WorkerSettings,
-) -> Result<Producer_, WorkerError> {
-    let config = producer_config(factory, settings.delivery, &settings.transactional_id);
-    let producer: Producer_ = config.create_with_context(DeliveryTracker::default())?;
-    if settings.delivery == Delivery::ExactlyOnce {
-        producer.init_transactions(CALL_TIMEOUT)?;
-    }
-    Ok(producer)
-}
-
-/// Enqueues one record, waiting for room when librdkafka's queue is full.
-fn send(producer: &Producer_, mut record: BaseRecord<'_, [u8], [u8]>) -> Result<(), KafkaError> {
-    loop {
-        match producer.send(record) {
-            Ok(()) => return Ok(()),
-            Err((e, back)) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) => {
-                producer.poll(Duration::from_millis(10));
-                record = back;
-            }
-            Err((e, _)) => return Err(e),
+        None => {
+            times.push((topic.to_string(), partition, ts));
+            ts
         }
     }
 }
