@@ -417,6 +417,33 @@ pub async fn produce<T: AvroRecord>(topic: &str, records: &[(String, T)]) {
     );
 }
 
+/// Produces `(key, value)` records to `topic` as a steady stream, `per_step` records every
+/// `step`, and waits until every one is acknowledged: input that is still flowing while a test
+/// changes the group (an operator's batches then hold records processed but not committed).
+pub async fn produce_paced<T: AvroRecord>(
+    topic: &str,
+    records: &[(String, T)],
+    per_step: usize,
+    step: Duration,
+) {
+    let encoder = Encoder::<T>::register(&registry(), &format!("{topic}-value"))
+        .await
+        .expect("registering the schema");
+    let producer = clients().producer().expect("producer");
+    for chunk in records.chunks(per_step.max(1)) {
+        for (key, value) in chunk {
+            let payload = encoder.encode(value).expect("encode");
+            send_record(
+                &producer,
+                BaseRecord::to(topic).key(key.as_bytes()).payload(&payload),
+            );
+        }
+        producer.poll(Duration::ZERO);
+        tokio::time::sleep(step).await;
+    }
+    producer.flush(Duration::from_secs(30)).expect("flush");
+}
+
 /// Produces `(key, value, timestamp)` records in order, with the timestamps given (as routers
 /// stamp their outputs with event time), and waits until every one is acknowledged.
 pub async fn produce_timed<T: AvroRecord>(topic: &str, records: &[(String, T, i64)]) {

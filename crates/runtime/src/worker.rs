@@ -242,6 +242,11 @@ impl<O: Operator> Worker<O> {
             .map(|_| Aligner::new(ALIGN_IDLE, ALIGN_FIRST_IDLE));
         // Series that exist from the start, so dashboards and alerts see 0 rather than nothing.
         metrics::gauge!("surgeflow_assigned_partitions", "operator" => settings.operator).set(0.0);
+        for outcome in ["committed", "failed"] {
+            metrics::counter!("surgeflow_revocation_commits_total", "operator" => settings.operator,
+                "outcome" => outcome)
+            .increment(0);
+        }
         for reason in ["abortable", "fatal"] {
             metrics::counter!("surgeflow_transactions_aborted_total", "operator" => settings.operator,
                 "reason" => reason)
@@ -494,9 +499,11 @@ impl<O: Operator> Worker<O> {
         for change in consumer.context().take_changes() {
             match change {
                 AssignmentChange::BatchClosed(Closed::Committed(offsets)) => {
+                    self.count_revocation_commit("committed");
                     self.committed(consumer, &offsets);
                 }
                 AssignmentChange::BatchClosed(Closed::Failed { fatal }) => {
+                    self.count_revocation_commit("failed");
                     self.count_abort(fatal);
                     if fatal {
                         self.replace_producer()?;
@@ -832,6 +839,12 @@ impl<O: Operator> Worker<O> {
         self.dead.clear();
         self.dead_sent = 0;
         self.processed = 0;
+    }
+
+    fn count_revocation_commit(&self, outcome: &'static str) {
+        metrics::counter!("surgeflow_revocation_commits_total", "operator" => self.settings.operator,
+            "outcome" => outcome)
+        .increment(1);
     }
 
     fn count_abort(&self, fatal: bool) {

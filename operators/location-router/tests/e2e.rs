@@ -1,7 +1,7 @@
 //! The location-router binary against the real broker and registry: every valid ping lands on
 //! `geo.driver` in its home region and each halo region, every bad record lands in the DLQ
-//! with provenance, and a router killed with SIGKILL mid-stream neither loses nor duplicates
-//! anything for `read_committed` readers.
+//! with provenance, and neither a router killed with SIGKILL mid-stream nor instances joining
+//! and leaving the group mid-stream lose or duplicate anything for `read_committed` readers.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -12,7 +12,8 @@ use surgeflow_schema::{DriverStatus, GeoDriver, LocationUpdate, Product};
 use surgeflow_sim::{CityConfig, SimEvent, Simulation};
 use surgeflow_testkit::bench::{metric_sum, scrape};
 use surgeflow_testkit::{
-    OperatorProcess, TestTopology, free_port, produce, produce_raw, read_committed, read_raw,
+    OperatorProcess, TestTopology, free_port, produce, produce_paced, produce_raw, read_committed,
+    read_raw,
 };
 
 const BINARY: &str = env!("CARGO_BIN_EXE_location-router");
@@ -222,6 +223,16 @@ async fn a_killed_router_neither_loses_nor_duplicates() {
     }
     assert!(mid_stream_kills > 0, "no kill landed mid-stream");
     let _router = OperatorProcess::start(BINARY, &t, "crash-0");
+    assert_exactly(&t, &want, "after SIGKILLs").await;
+}
+
+/// Reads the router's whole output and checks it is `want`: nothing lost, nothing twice.
+async fn assert_exactly(
+    t: &TestTopology,
+    want: &BTreeMap<(String, String, i64, bool), usize>,
+    after: &str,
+) {
+    let total: usize = want.values().sum();
     let got =
         read_committed::<GeoDriver>(&t.topic("geo.driver"), total, Duration::from_secs(90)).await;
     let got = tally(&got);
@@ -236,7 +247,82 @@ async fn a_killed_router_neither_loses_nor_duplicates() {
     assert_eq!(
         (lost, duplicated),
         (0, 0),
-        "after SIGKILLs: {lost} lost, {duplicated} duplicated of {total}"
+        "{after}: {lost} lost, {duplicated} duplicated of {total}"
     );
-    assert_eq!(got, want);
+    assert_eq!(&got, want);
+}
+
+/// Waits until the router on `port` reports a committed output.
+fn wait_for_first_commit(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while metric_sum(&scrape(port), "surgeflow_records_out_total", &[]).unwrap_or(0.0) == 0.0
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Batches the router on `port` committed, and failed to commit, when partitions were revoked.
+fn revocation_commits(port: u16) -> (f64, f64) {
+    let page = scrape(port);
+    let get = |outcome: &str| {
+        metric_sum(
+            &page,
+            "surgeflow_revocation_commits_total",
+            &[&format!("outcome=\"{outcome}\"")],
+        )
+        .unwrap_or(0.0)
+    };
+    (get("committed"), get("failed"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn scaling_out_and_in_mid_stream_neither_loses_nor_duplicates() {
+    // Batches open for a second: every rebalance while the input flows finds one in progress.
+    let t = TestTopology::with("locrouter-scale", |doc| {
+        doc["operators"]["location-router"]["commit_interval_ms"] =
+            serde_yaml_ng::Value::Number(1000.into());
+    });
+    t.apply().await;
+    let input = t.topic("location.update");
+    let good = pings(600, 2);
+    let want = expected(&t, &good);
+
+    let first_port = free_port();
+    let mut first = OperatorProcess::start_on(BINARY, &t, "scale-0", first_port);
+    // The input streams in for about 12 s, so each rebalance finds records processed and
+    // produced in an open transaction, which the revoked instance must commit before its
+    // partitions move.
+    let feeder = tokio::spawn(async move {
+        produce_paced(&input, &good, 20, Duration::from_millis(10)).await;
+    });
+    wait_for_first_commit(first_port);
+    // Scale out: the cooperative-sticky assignor moves part of the first instance's partitions.
+    let second_port = free_port();
+    let _second = OperatorProcess::start_on(BINARY, &t, "scale-1", second_port);
+    wait_for_first_commit(second_port);
+    let first_commits = revocation_commits(first_port);
+    // Scale in: the first leaves; the second takes its partitions back mid-stream.
+    first.signal(15);
+    assert_eq!(
+        first.wait(Duration::from_secs(30)),
+        Some(0),
+        "graceful exit"
+    );
+    // And out again.
+    let third_port = free_port();
+    let _third = OperatorProcess::start_on(BINARY, &t, "scale-2", third_port);
+    wait_for_first_commit(third_port);
+    let second_commits = revocation_commits(second_port);
+    assert!(
+        !feeder.is_finished(),
+        "the rebalances came before the input ended"
+    );
+    feeder.await.expect("feeding the input");
+    eprintln!("revocations committed / failed: first {first_commits:?}, second {second_commits:?}");
+    assert!(
+        first_commits.0 + second_commits.0 > 0.0 && first_commits.1 + second_commits.1 == 0.0,
+        "revocations committed batches in progress, and none failed"
+    );
+    assert_exactly(&t, &want, "after scaling out and in").await;
 }

@@ -743,6 +743,19 @@ async fn a_killed_matcher_neither_repeats_nor_loses_a_decision() {
     assert!(mid_stream_kills > 0, "no kill landed mid-stream");
 
     let _matcher = OperatorProcess::start(BINARY, &t, "crash-0");
+    assert_one_pass(&t, &want_offers, &want_unfilled, "after SIGKILLs").await;
+    eprintln!("crash test done in {:?}", started.elapsed());
+}
+
+/// Reads the matcher's whole output and checks it is what one uninterrupted pass decides:
+/// every offer and unfilled record once, nothing else.
+async fn assert_one_pass(
+    t: &TestTopology,
+    want_offers: &[Offer],
+    want_unfilled: &[String],
+    after: &str,
+) {
+    let output = t.topic("match.proposal");
     let proposals =
         read_committed::<MatchProposal>(&output, want_offers.len(), Duration::from_secs(120)).await;
     let got = offers(&proposals);
@@ -753,7 +766,7 @@ async fn a_killed_matcher_neither_repeats_nor_loses_a_decision() {
     assert_eq!(
         (missing, unexpected, repeated),
         (0, 0, 0),
-        "after SIGKILLs: {missing} offers missing, {unexpected} unexpected, {repeated} repeated"
+        "{after}: {missing} offers missing, {unexpected} unexpected, {repeated} repeated"
     );
     assert_eq!(got, want_offers);
     let unfilled = read_committed::<MatchUnfilled>(
@@ -765,6 +778,66 @@ async fn a_killed_matcher_neither_repeats_nor_loses_a_decision() {
     let mut got_unfilled: Vec<String> = unfilled.into_iter().map(|r| r.value.trip_id).collect();
     got_unfilled.sort();
     assert_eq!(got_unfilled, want_unfilled);
-    assert_nothing_more(&t, want_offers.len(), want_unfilled.len());
-    eprintln!("crash test done in {:?}", started.elapsed());
+    assert_nothing_more(t, want_offers.len(), want_unfilled.len());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn scaling_out_and_in_mid_stream_neither_repeats_nor_loses_a_decision() {
+    let started = Instant::now();
+    // Small batches, so the stream takes a while and the group changes while it flows.
+    let t = TestTopology::with("matcher-scale", |doc| {
+        doc["operators"]["matcher"]["max_batch"] = Value::Number(25.into());
+        short_offers(doc);
+    });
+    t.apply().await;
+    let config = surgeflow_matcher::engine_config(&t.topology).unwrap();
+    let (input, want_offers, want_unfilled) = busy_stream(&t, &config);
+    let first_port = free_port();
+    let mut first = input.start(&t, "scale-0", first_port, async || {}).await;
+    let target = |fraction: f64| (want_offers.len() as f64 * fraction) as i64;
+    let wait_for = |n: i64| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while written(&t, "match.proposal") < n && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+
+    // Scale out: the range assignor revokes every partition of the first instance and hands
+    // them out again, to the second instance (which restores their state from the committed
+    // offsets) or back to the first (which keeps its state when nobody committed in between).
+    // The backlog fills every batch at once, so revocations mostly come between batches; a
+    // revocation during one is committed by the callback (the location-router's scaling test
+    // makes sure of that case).
+    wait_for(target(0.2));
+    let second_port = free_port();
+    let _second = OperatorProcess::start_on(BINARY, &t, "scale-1", second_port);
+    wait_for(target(0.5));
+    let commits = revocation_commits(first_port);
+    // Scale in: the first leaves the group gracefully; the second takes everything.
+    first.signal(15);
+    assert_eq!(
+        first.wait(Duration::from_secs(30)),
+        Some(0),
+        "graceful exit"
+    );
+    eprintln!(
+        "scaled out and in by {:?}; the first instance's revocations committed / failed {commits:?}",
+        started.elapsed()
+    );
+    assert_eq!(commits.1, 0.0, "no revocation failed to commit its batch");
+    assert_one_pass(&t, &want_offers, &want_unfilled, "after scaling out and in").await;
+}
+
+/// Batches an instance's revocations committed and failed to commit.
+fn revocation_commits(port: u16) -> (f64, f64) {
+    let page = scrape(port);
+    let get = |outcome: &str| {
+        surgeflow_testkit::bench::metric_sum(
+            &page,
+            "surgeflow_revocation_commits_total",
+            &[&format!("outcome=\"{outcome}\"")],
+        )
+        .unwrap_or(0.0)
+    };
+    (get("committed"), get("failed"))
 }
