@@ -595,6 +595,7 @@ impl<O: Operator> Worker<O> {
         if !fresh.is_empty() {
             self.operator
                 .on_assigned(&fresh, &mut context(&self.env, &mut self.out, false));
+            self.send_pending();
         }
         Ok(())
     }
@@ -718,6 +719,15 @@ impl<O: Operator> Worker<O> {
         self.send_new(&mut batch);
         batch.serve_reports();
         Ok(())
+    }
+
+    /// Produces what the operator emitted outside `process` (on assignment) at once: the
+    /// batch is committed by whatever comes first, its close or a revocation, and either
+    /// commits only what was sent.
+    fn send_pending(&mut self) {
+        let batch = Arc::clone(&self.batch);
+        let mut batch = batch.lock().unwrap_or_else(|e| e.into_inner());
+        self.send_new(&mut batch);
     }
 
     /// Produces the outputs and dead letters not produced yet. A failure is logged here and
@@ -976,6 +986,7 @@ impl<O: Operator> Worker<O> {
         self.restore(consumer, &parts)?;
         self.operator
             .on_assigned(&parts, &mut context(&self.env, &mut self.out, false));
+        self.send_pending();
         Ok(())
     }
 }
