@@ -275,9 +275,9 @@ pub struct Context<'a> {
     pub now_ms: i64,
     /// True while the runtime replays input to rebuild state after an assignment.
     pub restoring: bool,
-    /// True when the last gathering found the consumer's queue empty: the input is caught up,
-    /// and quiet time is real quiet time (not a slow commit or a starved process during a
-    /// backlog), so clock-driven work such as an idle watermark advance may go ahead.
+    /// True when a poll of the current batch found the consumer's queue empty: the input is
+    /// caught up, and quiet time is real quiet time (not a slow commit or a starved process
+    /// during a backlog), so clock-driven work such as an idle watermark advance may go ahead.
     pub caught_up: bool,
 }
 

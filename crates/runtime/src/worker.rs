@@ -136,7 +136,8 @@ struct Env {
     schemas: SchemaCache,
     handle: tokio::runtime::Handle,
     registry_retry: Duration,
-    /// The last gathering ended on an empty poll (see [`Context::caught_up`]).
+    /// A poll of the current batch found the consumer's queue empty (see
+    /// [`Context::caught_up`]).
     caught_up: bool,
 }
 
@@ -159,7 +160,7 @@ fn context_at<'a>(env: &'a Env, out: &'a mut Output, restoring: bool, now_ms: i6
     }
 }
 
-/// The loop's state apart from the consumer (which the gathered messages borrow).
+/// The loop's state apart from the consumer (which the fetched messages borrow).
 pub struct Worker<O: Operator> {
     operator: O,
     settings: WorkerSettings,
@@ -197,10 +198,9 @@ pub struct Worker<O: Operator> {
     out_meters: Vec<OutputMeters>,
     /// Records per output topic in the batch being counted (kept for its allocation).
     out_counts: Vec<u64>,
-    /// When the batch being gathered closes at the latest: batches keep the commit interval
-    /// as a cadence, so the time spent processing and committing one batch counts towards
-    /// the next one's gathering rather than adding to the wait of every record that arrived
-    /// meanwhile.
+    /// When the batch in progress closes at the latest: batches keep the commit interval as a
+    /// cadence, so the time spent committing one batch counts towards the next one rather
+    /// than adding to the wait of every record that arrived meanwhile.
     batch_end: Instant,
 }
 
