@@ -101,6 +101,8 @@ pub struct OpenBatch {
     sent: bool,
     /// An output could not be sent: the batch must not commit.
     unsent: bool,
+    /// The loop stopped with an error part-way through the batch: nothing may commit it.
+    abandoned: bool,
     progress: Vec<Progress>,
     /// Failed deliveries counted before this batch (at least once).
     failed_before: u64,
@@ -115,6 +117,7 @@ impl OpenBatch {
             in_transaction: false,
             sent: false,
             unsent: false,
+            abandoned: false,
             progress: Vec::new(),
             failed_before,
         }
@@ -247,13 +250,20 @@ impl OpenBatch {
         self.failed_before = self.producer.context().failed.load(Ordering::Relaxed);
     }
 
+    /// Marks the batch as stopped part-way (the loop failed): the revocation that closing the
+    /// consumer brings must not commit it.
+    pub(crate) fn abandon(&mut self) {
+        self.abandoned = true;
+    }
+
     /// Commits the batch before its partitions are revoked, up to the records processed; the
-    /// new owner reads these offsets. Nothing to do (`None`) when the batch is clean.
+    /// new owner reads these offsets. Nothing to do (`None`) when the batch is clean or was
+    /// abandoned.
     pub(crate) fn close_for_revocation<C: ConsumerContext>(
         &mut self,
         consumer: &BaseConsumer<C>,
     ) -> Option<Closed> {
-        if !self.is_dirty() {
+        if self.abandoned || !self.is_dirty() {
             return None;
         }
         let offsets = match self.processed_offsets() {
@@ -397,5 +407,65 @@ fn send(
             }
             Err((e, _)) => return Err(e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rdkafka::consumer::DefaultConsumerContext;
+
+    use super::*;
+
+    /// A batch whose clients point at nothing: these tests never reach a broker.
+    fn offline() -> (OpenBatch, BaseConsumer<DefaultConsumerContext>) {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", "127.0.0.1:1");
+        let producer: RuntimeProducer = config
+            .create_with_context(DeliveryTracker::default())
+            .unwrap();
+        let consumer: BaseConsumer = config.clone().set("group.id", "g").create().unwrap();
+        (OpenBatch::new(producer, Delivery::AtLeastOnce), consumer)
+    }
+
+    #[test]
+    fn progress_keeps_the_offset_after_the_last_record_and_the_latest_time() {
+        let (mut batch, _) = offline();
+        assert!(!batch.is_dirty());
+        batch.processed("a", 0, 10, Some(500));
+        batch.processed("a", 0, 11, Some(400));
+        batch.processed("a", 1, 3, None);
+        assert!(batch.is_dirty());
+        let offsets = batch.processed_offsets().unwrap();
+        let a0 = offsets.find_partition("a", 0).unwrap();
+        assert_eq!(a0.offset(), Offset::Offset(12));
+        assert_eq!(a0.metadata(), format!("{PARTITION_TIME_KEY}500"));
+        let a1 = offsets.find_partition("a", 1).unwrap();
+        assert_eq!((a1.offset(), a1.metadata()), (Offset::Offset(4), ""));
+    }
+
+    #[test]
+    fn a_revocation_commits_nothing_for_a_clean_or_an_abandoned_batch() {
+        let (mut batch, consumer) = offline();
+        assert!(batch.close_for_revocation(&consumer).is_none(), "clean");
+        batch.processed("a", 0, 10, None);
+        batch.abandon();
+        assert!(
+            batch.close_for_revocation(&consumer).is_none(),
+            "a batch the loop stopped in must not commit when the consumer closes"
+        );
+    }
+
+    #[test]
+    fn a_batch_with_an_output_that_could_not_be_sent_does_not_commit() {
+        let (mut batch, consumer) = offline();
+        let too_large = vec![0u8; 2 << 20];
+        let record = BaseRecord::<[u8], [u8]>::to("a").payload(too_large.as_slice());
+        assert!(batch.send(record).is_err());
+        assert!(batch.is_dirty());
+        let committed = batch.commit(&consumer, &TopicPartitionList::new(), CommitMode::Async);
+        assert!(
+            matches!(committed, Err(CommitError::Unsent)),
+            "{committed:?}"
+        );
     }
 }

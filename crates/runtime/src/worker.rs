@@ -334,7 +334,13 @@ impl<O: Operator> Worker<O> {
         self.health.ready.store(true, Ordering::Relaxed);
         while !shutdown.load(Ordering::Relaxed) {
             self.health.last_loop_ms.store(now_ms(), Ordering::Relaxed);
-            self.run_batch(consumer)?;
+            if let Err(e) = self.run_batch(consumer) {
+                // The batch must not commit when the consumer closes and revokes everything:
+                // it stopped part-way. Its transaction is left open, and the next producer
+                // with this transactional id (or the broker's timeout) aborts it.
+                self.open_batch().abandon();
+                return Err(e);
+            }
         }
         tracing::info!(
             operator = self.settings.operator,
@@ -702,7 +708,6 @@ impl<O: Operator> Worker<O> {
                 )),
                 _ => None,
             };
-            batch.processed(message.topic(), message.partition(), message.offset(), time);
             let mut ctx = context_at(&self.env, &mut self.out, false, now);
             match self.operator.process(&record, &mut ctx) {
                 Ok(()) => {}
@@ -714,6 +719,8 @@ impl<O: Operator> Worker<O> {
                 }
                 Err(RecordError::Fatal(e)) => return Err(WorkerError::Fatal(e)),
             }
+            // Only now: a record that stopped the loop was not processed, and must not count.
+            batch.processed(message.topic(), message.partition(), message.offset(), time);
         }
         self.processed += messages.len();
         self.send_new(&mut batch);
