@@ -228,6 +228,21 @@ pub fn metric_sum(page: &str, name: &str, labels: &[&str]) -> Option<f64> {
     found
 }
 
+/// Batches the operator on `port` committed, and failed to commit, from its revocation
+/// callback (`surgeflow_revocation_commits_total` by outcome).
+pub fn revocation_commits(port: u16) -> (f64, f64) {
+    let page = scrape(port);
+    let get = |outcome: &str| {
+        metric_sum(
+            &page,
+            "surgeflow_revocation_commits_total",
+            &[&format!("outcome=\"{outcome}\"")],
+        )
+        .unwrap_or(0.0)
+    };
+    (get("committed"), get("failed"))
+}
+
 /// The upper bound of the bucket holding quantile `q` of a histogram on a metrics page
 /// (summed over its series), in milliseconds: how long the matcher itself saw a request wait
 /// (processing time of its first proposal minus its event time), without the output's way to

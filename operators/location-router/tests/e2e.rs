@@ -10,7 +10,7 @@ use rdkafka::message::{Headers, Message};
 use surgeflow_domain::routing::{Geometry, check_point};
 use surgeflow_schema::{DriverStatus, GeoDriver, LocationUpdate, Product};
 use surgeflow_sim::{CityConfig, SimEvent, Simulation};
-use surgeflow_testkit::bench::{metric_sum, scrape};
+use surgeflow_testkit::bench::{metric_sum, revocation_commits, scrape};
 use surgeflow_testkit::{
     OperatorProcess, TestTopology, free_port, produce, produce_paced, produce_raw, read_committed,
     read_raw,
@@ -260,20 +260,6 @@ fn wait_for_first_commit(port: u16) {
     {
         std::thread::sleep(Duration::from_millis(5));
     }
-}
-
-/// Batches the router on `port` committed, and failed to commit, when partitions were revoked.
-fn revocation_commits(port: u16) -> (f64, f64) {
-    let page = scrape(port);
-    let get = |outcome: &str| {
-        metric_sum(
-            &page,
-            "surgeflow_revocation_commits_total",
-            &[&format!("outcome=\"{outcome}\"")],
-        )
-        .unwrap_or(0.0)
-    };
-    (get("committed"), get("failed"))
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -812,7 +812,7 @@ async fn scaling_out_and_in_mid_stream_neither_repeats_nor_loses_a_decision() {
     let second_port = free_port();
     let _second = OperatorProcess::start_on(BINARY, &t, "scale-1", second_port);
     wait_for(target(0.5));
-    let commits = revocation_commits(first_port);
+    let commits = surgeflow_testkit::bench::revocation_commits(first_port);
     // Scale in: the first leaves the group gracefully; the second takes everything.
     first.signal(15);
     assert_eq!(
@@ -826,18 +826,4 @@ async fn scaling_out_and_in_mid_stream_neither_repeats_nor_loses_a_decision() {
     );
     assert_eq!(commits.1, 0.0, "no revocation failed to commit its batch");
     assert_one_pass(&t, &want_offers, &want_unfilled, "after scaling out and in").await;
-}
-
-/// Batches an instance's revocations committed and failed to commit.
-fn revocation_commits(port: u16) -> (f64, f64) {
-    let page = scrape(port);
-    let get = |outcome: &str| {
-        surgeflow_testkit::bench::metric_sum(
-            &page,
-            "surgeflow_revocation_commits_total",
-            &[&format!("outcome=\"{outcome}\"")],
-        )
-        .unwrap_or(0.0)
-    };
-    (get("committed"), get("failed"))
 }
